@@ -1,0 +1,9 @@
+//! baton's core: conversation actors, the registry that places them, the pure engine that
+//! decides what the bot says, and the durable sled store underneath.
+
+pub mod botconfig;
+pub mod conversation;
+pub mod engine;
+pub mod model;
+pub mod registry;
+pub mod store;

@@ -1,0 +1,470 @@
+//! The records baton stores and serves: tenants, keys, chatbots and their configuration,
+//! channels, contacts, conversations and messages.
+//!
+//! One struct serves both the store (as MessagePack) and the HTTP API (as JSON), so a field
+//! added here is persisted and served without a second copy to keep in step.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Declares a newtype id over a UUID that serializes as its hyphenated string.
+macro_rules! uuid_id {
+    ($(#[$doc:meta] $name:ident),* $(,)?) => {$(
+        #[$doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn new_random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// The 16 bytes used in store keys.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+
+            /// Reads an id back from the first 16 bytes of a store key.
+            pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+                Uuid::from_slice(bytes.get(..16)?).ok().map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    )*};
+}
+
+uuid_id!(
+    /// A tenant: the owner of keys, teams and chatbots.
+    TenantId,
+    /// An API key's public id (never the key itself).
+    KeyId,
+    /// A chatbot.
+    ChatbotId,
+    /// A keyword rule of a chatbot.
+    RuleId,
+    /// A contact: the person behind a provider id on a chatbot.
+    ContactId,
+    /// A conversation: one chatbot, one channel, one provider id.
+    ConversationId,
+    /// A stored message.
+    MessageId,
+);
+
+/// Namespace for ids derived from provider-side identities, so that the same
+/// (chatbot, channel, provider id) always names the same conversation.
+const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6261_746f_6e2d_4964_2d6e_616d_6573_7061);
+
+impl ConversationId {
+    /// The conversation of `provider_id` on `channel_id` of `chatbot`.
+    ///
+    /// Derived rather than random so that concurrent first messages of one thread agree on
+    /// its id (and so on its actor) without a lookup.
+    pub fn derive(chatbot: ChatbotId, channel_id: &str, provider_id: &str) -> Self {
+        Self(derive_uuid(chatbot, "conversation", &[channel_id, provider_id]))
+    }
+}
+
+impl ContactId {
+    /// The contact of `provider_id` on `chatbot`, shared by all its channels.
+    pub fn derive(chatbot: ChatbotId, provider_id: &str) -> Self {
+        Self(derive_uuid(chatbot, "contact", &[provider_id]))
+    }
+}
+
+fn derive_uuid(chatbot: ChatbotId, kind: &str, parts: &[&str]) -> Uuid {
+    let mut name = Vec::with_capacity(64);
+    name.extend_from_slice(chatbot.as_bytes());
+    name.extend_from_slice(kind.as_bytes());
+    for part in parts {
+        // Length-prefixed so that ("ab", "c") and ("a", "bc") stay distinct.
+        name.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        name.extend_from_slice(part.as_bytes());
+    }
+    Uuid::new_v5(&DERIVED_ID_NAMESPACE, &name)
+}
+
+/// The current time at millisecond precision, as every timestamp baton stores.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored API key. Only the SHA-256 hash of the key is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// The key's first characters, shown so that people can tell keys apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key as persisted: its public view and the SHA-256 hash of the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub key: ApiKey,
+    pub hash: Vec<u8>,
+}
+
+/// A chatbot and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chatbot {
+    pub id: ChatbotId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub settings: Settings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A quick-reply button or list row. `id` is generated from the title when not given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    #[serde(default)]
+    pub id: String,
+    pub title: String,
+}
+
+/// A chatbot's behaviour settings (seed `001` plus baton's own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub chatbot_enabled: bool,
+    pub ai_enabled: bool,
+    pub ai_provider: String,
+    pub ai_model: String,
+    pub ai_temperature: f64,
+    pub ai_max_tokens: u32,
+    pub system_prompt: String,
+    pub greeting_message: String,
+    pub greeting_buttons: Vec<Button>,
+    pub fallback_message: String,
+    pub fallback_buttons: Vec<Button>,
+    pub transfer_keywords: Vec<String>,
+    pub transfer_message: String,
+    pub business_hours_enabled: bool,
+    pub business_hours: BusinessHours,
+    pub session_timeout_minutes: u32,
+    pub auto_pause_on_agent_message: bool,
+    pub ai_debounce_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            chatbot_enabled: true,
+            ai_enabled: false,
+            ai_provider: "openai".into(),
+            ai_model: "gpt-4o-mini".into(),
+            ai_temperature: 0.7,
+            ai_max_tokens: 500,
+            system_prompt: "You are a helpful customer service assistant.".into(),
+            greeting_message: "Hello! Welcome. How can I help you?".into(),
+            greeting_buttons: Vec::new(),
+            fallback_message: "Sorry, I didn't understand that. Please try again.".into(),
+            fallback_buttons: Vec::new(),
+            transfer_keywords: Vec::new(),
+            transfer_message: "Connecting you with a member of our team. Please wait a moment.".into(),
+            business_hours_enabled: false,
+            business_hours: BusinessHours::default(),
+            session_timeout_minutes: 30,
+            auto_pause_on_agent_message: true,
+            ai_debounce_ms: 0,
+        }
+    }
+}
+
+/// A weekly opening schedule in a time zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BusinessHours {
+    pub timezone: String,
+    /// Day (`mon` … `sun`) to a list of `["HH:MM", "HH:MM"]` opening intervals.
+    pub weekly: BTreeMap<String, Vec<[String; 2]>>,
+    pub closed_message: String,
+}
+
+impl Default for BusinessHours {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            weekly: BTreeMap::new(),
+            closed_message: "We're closed right now. We'll get back to you during business hours."
+                .into(),
+        }
+    }
+}
+
+/// How a keyword rule compares its keywords with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchType {
+    /// The whole message equals the keyword.
+    Exact,
+    /// The keyword appears as a whole word or phrase.
+    Contains,
+    /// The message starts with the keyword.
+    StartsWith,
+    /// The keyword is a regex searched anywhere in the message.
+    Regex,
+}
+
+/// What kind of answer a keyword rule gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseType {
+    #[default]
+    Text,
+    Buttons,
+}
+
+/// A keyword rule: when a message matches, the bot answers `response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeywordRule {
+    pub id: RuleId,
+    pub chatbot_id: ChatbotId,
+    pub name: String,
+    pub keywords: Vec<String>,
+    pub match_type: MatchType,
+    pub response_type: ResponseType,
+    pub response: String,
+    #[serde(default)]
+    pub buttons: Vec<Button>,
+    pub priority: i32,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An HTTP method a webhook may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WebhookMethod {
+    #[default]
+    Post,
+    Put,
+    Patch,
+}
+
+/// Where a channel's bot replies and agent messages are delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyWebhook {
+    pub url: String,
+    #[serde(default)]
+    pub method: WebhookMethod,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Signing secret (Standard Webhooks). Never served back in full.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// The call made when a human takes a conversation over (seed `000`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TakeoverWebhook {
+    pub url: String,
+    #[serde(default)]
+    pub method: WebhookMethod,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Merged over the default payload; its keys win.
+    #[serde(default)]
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A provider channel of a chatbot, identified by the provider's `channelId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    pub id: String,
+    pub chatbot_id: ChatbotId,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub name: String,
+    pub reply_webhook: Option<ReplyWebhook>,
+    pub human_takeover_webhook: Option<TakeoverWebhook>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The person behind a provider id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: ContactId,
+    pub tenant_id: TenantId,
+    pub chatbot_id: ChatbotId,
+    pub provider_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub phones: Vec<String>,
+    pub emails: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Contact {
+    /// "First Last", trimmed; empty when neither is known.
+    pub fn display_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name).trim().to_string()
+    }
+}
+
+/// Where a conversation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    #[default]
+    Active,
+    Completed,
+    Escalated,
+    Failed,
+}
+
+impl FromStr for ConversationStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "active" => Ok(Self::Active),
+            "completed" => Ok(Self::Completed),
+            "escalated" => Ok(Self::Escalated),
+            "failed" => Ok(Self::Failed),
+            _ => Err(()),
+        }
+    }
+}
+
+impl ConversationStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Escalated => "escalated",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A conversation: the state its actor owns, as last persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub tenant_id: TenantId,
+    pub chatbot_id: ChatbotId,
+    pub channel_id: String,
+    pub channel_name: String,
+    pub contact_id: ContactId,
+    pub provider_id: String,
+    pub status: ConversationStatus,
+    pub bot_active: bool,
+    /// The `seq` the next stored message gets; messages are numbered from 1 without gaps.
+    pub next_seq: u64,
+    /// Variables set through the API or by flows; templated into messages.
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    pub last_message_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+    Agent,
+    System,
+}
+
+/// A stored message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub seq: u64,
+    pub role: Role,
+    pub content: String,
+    pub message_type: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Button>,
+    pub tokens_used: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A reply the bot sends, as returned by `handle` and delivered to the channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: MessageId,
+    #[serde(rename = "type")]
+    pub kind: ReplyKind,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Button>,
+}
+
+/// How a reply renders: plain text, 1–3 quick-reply buttons or a 4–10 row list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyKind {
+    Text,
+    Buttons,
+    List,
+}
+
+impl ReplyKind {
+    /// The kind for a message with `buttons` buttons.
+    pub fn for_button_count(buttons: usize) -> Self {
+        match buttons {
+            0 => Self::Text,
+            1..=3 => Self::Buttons,
+            _ => Self::List,
+        }
+    }
+
+    /// The wire name, also stored as the message's `message_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Buttons => "buttons",
+            Self::List => "list",
+        }
+    }
+}

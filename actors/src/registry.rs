@@ -1,0 +1,190 @@
+//! The registry: which actor owns which conversation.
+//!
+//! Conversations are spread over one actix Arbiter per core by a hash of their id, so every
+//! core works and one conversation always runs on the same thread. Each conversation's
+//! mailbox is bounded by counting requests in flight: a full one answers
+//! [`ConversationError::Overloaded`] at once instead of queueing without limit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+
+use crate::conversation::{ConversationActor, ConversationError, Drain};
+use crate::model::ConversationId;
+use crate::store::Store;
+
+/// Number of independently locked parts of the actor map.
+const SHARDS: usize = 64;
+/// How often a message is re-sent when it met an actor that was just passivated.
+const SEND_ATTEMPTS: usize = 4;
+
+/// Registry settings.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Arbiter threads; 0 means one per core.
+    pub arbiters: usize,
+    /// Requests that may wait for one conversation before it answers "overloaded".
+    pub mailbox_capacity: usize,
+    /// Idle time after which an actor stops; it is rebuilt from the store on next use.
+    pub idle_passivate: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    addr: Addr<ConversationActor>,
+    in_flight: Arc<AtomicUsize>,
+    generation: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    pub live_actors: AtomicI64,
+    pub passivations: AtomicU64,
+    pub mailbox_full: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Vec<Mutex<HashMap<ConversationId, Entry>>>,
+    arbiters: Vec<ArbiterHandle>,
+    /// Kept so the arbiter threads can be stopped and joined at shutdown.
+    owned_arbiters: Mutex<Vec<Arbiter>>,
+    next_generation: AtomicU64,
+    config: RegistryConfig,
+    stats: RegistryStats,
+}
+
+/// Handle to the registry; cheap to clone. Needs a running actix System to be created.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+    store: Store,
+}
+
+/// Decrements a conversation's in-flight count however the request ends (also if dropped).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Registry {
+    /// Starts the arbiters.
+    pub fn start(store: Store, config: RegistryConfig) -> Self {
+        let count = if config.arbiters == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.arbiters };
+        let owned: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
+        let arbiters = owned.iter().map(|a| a.handle()).collect();
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let inner = Inner {
+            shards,
+            arbiters,
+            owned_arbiters: Mutex::new(owned),
+            next_generation: AtomicU64::new(1),
+            config,
+            stats: RegistryStats::default(),
+        };
+        Self { inner: Arc::new(inner), store }
+    }
+
+    fn hash(id: ConversationId) -> u64 {
+        let bytes = id.as_bytes();
+        u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) ^ u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default())
+    }
+
+    fn shard(&self, id: ConversationId) -> &Mutex<HashMap<ConversationId, Entry>> {
+        &self.inner.shards[(Self::hash(id) % SHARDS as u64) as usize]
+    }
+
+    /// The live actor of `id`, started on its arbiter if there is none.
+    fn entry(&self, id: ConversationId) -> Entry {
+        let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = shard.get(&id) {
+            return entry.clone();
+        }
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let arbiter = &self.inner.arbiters[(Self::hash(id).rotate_left(17) % self.inner.arbiters.len() as u64) as usize];
+        let (store, registry, config) = (self.store.clone(), self.clone(), self.inner.config.clone());
+        let addr = ConversationActor::start_in_arbiter(arbiter, move |_| {
+            ConversationActor::load(id, store, registry, generation, config.idle_passivate, config.mailbox_capacity)
+        });
+        let entry = Entry { addr, in_flight: Arc::new(AtomicUsize::new(0)), generation };
+        shard.insert(id, entry.clone());
+        entry
+    }
+
+    /// Removes `id`'s entry if it is still the one of `generation`.
+    pub(crate) fn forget(&self, id: ConversationId, generation: u64) {
+        let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.get(&id).is_some_and(|e| e.generation == generation) {
+            shard.remove(&id);
+        }
+    }
+
+    /// Sends `msg` to the conversation's actor and waits for its answer.
+    pub async fn send<M, T>(&self, id: ConversationId, msg: M) -> Result<T, ConversationError>
+    where
+        M: Message<Result = Result<T, ConversationError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        ConversationActor: Handler<M>,
+        <ConversationActor as Actor>::Context: ToEnvelope<ConversationActor, M>,
+    {
+        for _ in 0..SEND_ATTEMPTS {
+            let entry = self.entry(id);
+            if entry.in_flight.fetch_add(1, Ordering::AcqRel) >= self.inner.config.mailbox_capacity {
+                entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.inner.stats.mailbox_full.fetch_add(1, Ordering::Relaxed);
+                return Err(ConversationError::Overloaded);
+            }
+            let _in_flight = InFlight(Arc::clone(&entry.in_flight));
+            match entry.addr.send(msg.clone()).await {
+                Ok(Err(ConversationError::Passivated)) | Err(MailboxError::Closed) => {
+                    self.forget(id, entry.generation);
+                }
+                Ok(result) => return result,
+                Err(MailboxError::Timeout) => return Err(ConversationError::Unavailable),
+            }
+        }
+        Err(ConversationError::Unavailable)
+    }
+
+    /// Finishes every live actor's mailbox and stops the arbiters.
+    pub async fn drain(&self) {
+        let entries: Vec<Entry> = self
+            .inner
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect::<Vec<_>>())
+            .collect();
+        for entry in entries {
+            let _ = entry.addr.send(Drain).await;
+        }
+        for arbiter in self.inner.owned_arbiters.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> &RegistryStats {
+        &self.inner.stats
+    }
+
+    pub(crate) fn actor_started(&self) {
+        self.inner.stats.live_actors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn actor_stopped(&self) {
+        self.inner.stats.live_actors.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_passivation(&self) {
+        self.inner.stats.passivations.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,620 @@
+//! The durable store: sled 0.34, one tree per kind of record, MessagePack records.
+//!
+//! Writes return a [`CommitTicket`]; a change is acknowledged to a client only after
+//! [`Store::durable`] resolves for its ticket (see [`commit`]). Everything a conversation
+//! actor changes in one turn is written in one sled transaction, so a crash leaves either
+//! all of a turn or none of it.
+
+pub mod commit;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Transactional, Tree};
+
+pub use commit::{CommitStats, CommitTicket, GroupCommit};
+use keys::{join, millis, u64_be};
+
+use crate::model::{
+    ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, KeyId,
+    KeywordRule, Message, Reply, RuleId, StoredKey, Tenant, TenantId,
+};
+use crate::model::MessageId;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("i/o error: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt { tree: &'static str, message: String },
+    #[error("could not encode a record: {0}")]
+    Encode(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_capacity_bytes: u64,
+    /// Make every acknowledged write durable (group commit). Off only to measure its cost.
+    pub fsync: bool,
+}
+
+/// The first answer to a provider message id, replayed to retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandleOutcome {
+    pub conversation_id: ConversationId,
+    pub contact_id: ContactId,
+    pub message_id: MessageId,
+    pub bot_active: bool,
+    pub replies: Vec<Reply>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DedupeRecord {
+    outcome: HandleOutcome,
+    created_ms: u64,
+}
+
+/// Everything one turn of a conversation actor writes, applied atomically.
+#[derive(Debug, Default)]
+pub struct ConversationWrite<'a> {
+    pub conversation: Option<&'a Conversation>,
+    /// Set when the conversation is new: its index entries are written too.
+    pub created: bool,
+    pub contact: Option<&'a Contact>,
+    pub messages: &'a [Message],
+    /// The provider message id and the answer to replay for it.
+    pub dedupe: Option<(&'a str, &'a HandleOutcome)>,
+}
+
+#[derive(Debug)]
+struct Trees {
+    meta: Tree,
+    tenants: Tree,
+    tenant_names: Tree,
+    /// key hash → StoredKey
+    api_keys: Tree,
+    /// tenant ++ key id → key hash
+    api_key_ids: Tree,
+    chatbots: Tree,
+    /// tenant ++ created ++ chatbot → ()
+    chatbots_by_tenant: Tree,
+    /// chatbot ++ rule → KeywordRule
+    rules: Tree,
+    /// chatbot ++ channel id → Channel
+    channels: Tree,
+    contacts: Tree,
+    conversations: Tree,
+    /// chatbot ++ created ++ conversation → ()
+    conv_by_bot: Tree,
+    /// contact ++ conversation → ()
+    conv_by_contact: Tree,
+    /// conversation ++ seq → Message
+    messages: Tree,
+    /// conversation ++ provider message id → DedupeRecord
+    dedupe: Tree,
+    /// created ++ conversation ++ provider message id → ()
+    dedupe_expiry: Tree,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    commit: GroupCommit,
+    path: PathBuf,
+}
+
+/// The store handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, message: e.to_string() })
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir` and starts its committer.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
+        let path = config.data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()?;
+        let tree = |name: &str| db.open_tree(name);
+        let trees = Trees {
+            meta: tree("meta")?,
+            tenants: tree("tenants")?,
+            tenant_names: tree("tenant_names")?,
+            api_keys: tree("api_keys")?,
+            api_key_ids: tree("api_key_ids")?,
+            chatbots: tree("chatbots")?,
+            chatbots_by_tenant: tree("chatbots_by_tenant")?,
+            rules: tree("rules")?,
+            channels: tree("channels")?,
+            contacts: tree("contacts")?,
+            conversations: tree("conversations")?,
+            conv_by_bot: tree("conv_by_bot")?,
+            conv_by_contact: tree("conv_by_contact")?,
+            messages: tree("messages")?,
+            dedupe: tree("dedupe")?,
+            dedupe_expiry: tree("dedupe_expiry")?,
+        };
+        let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
+        let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
+        let store = Self { inner: Arc::new(Inner { db, trees, commit, path }) };
+        store.inner.trees.meta.insert("schema_version", &1u32.to_be_bytes())?;
+        Ok(store)
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn trees(&self) -> &Trees {
+        &self.inner.trees
+    }
+
+    fn ticket(&self) -> CommitTicket {
+        self.inner.commit.ticket()
+    }
+
+    /// Resolves once `ticket` is on disk.
+    pub async fn durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        self.inner.commit.durable(ticket).await
+    }
+
+    /// A ticket covering everything applied so far.
+    pub fn ticket_for_all(&self) -> CommitTicket {
+        self.ticket()
+    }
+
+    /// The committer's counters.
+    pub fn commit_stats(&self) -> &CommitStats {
+        self.inner.commit.stats()
+    }
+
+    /// Flushes everything and stops the committer.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.inner.commit.shutdown();
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, tree: &Tree, name: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        tree.get(key)?.map(|bytes| decode(name, &bytes)).transpose()
+    }
+
+    fn put<T: Serialize>(&self, tree: &Tree, key: &[u8], value: &T) -> Result<CommitTicket, StoreError> {
+        tree.insert(key, encode(value)?)?;
+        Ok(self.ticket())
+    }
+
+    fn scan<T: DeserializeOwned>(&self, tree: &Tree, name: &'static str, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        tree.scan_prefix(prefix).values().map(|v| decode(name, &v?)).collect()
+    }
+
+    // --- tenants and keys -------------------------------------------------------------
+
+    /// The tenant called `name`, created if new.
+    pub fn ensure_tenant(&self, name: &str) -> Result<(Tenant, CommitTicket), StoreError> {
+        if let Some(id) = self.trees().tenant_names.get(name)? {
+            let id = TenantId::from_slice(&id).ok_or(StoreError::Corrupt { tree: "tenant_names", message: "bad id".into() })?;
+            if let Some(tenant) = self.tenant(id)? {
+                return Ok((tenant, CommitTicket::NONE));
+            }
+        }
+        let tenant = Tenant { id: TenantId::new_random(), name: name.to_string(), created_at: crate::model::now() };
+        let t = self.trees();
+        let record = encode(&tenant)?;
+        [&t.tenants, &t.tenant_names].as_slice().transaction(|tx| {
+            tx[0].insert(tenant.id.as_bytes().as_slice(), record.as_slice())?;
+            tx[1].insert(name.as_bytes(), tenant.id.as_bytes().as_slice())?;
+            Ok(())
+        })?;
+        Ok((tenant, self.ticket()))
+    }
+
+    /// A tenant by id.
+    pub fn tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        self.get(&self.trees().tenants, "tenants", id.as_bytes())
+    }
+
+    /// A tenant by name.
+    pub fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        match self.trees().tenant_names.get(name)? {
+            Some(id) => match TenantId::from_slice(&id) {
+                Some(id) => self.tenant(id),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Whether any API key exists at all (first start creates one when not).
+    pub fn has_any_key(&self) -> Result<bool, StoreError> {
+        Ok(!self.trees().api_keys.is_empty())
+    }
+
+    /// Stores a new key.
+    pub fn insert_key(&self, stored: &StoredKey) -> Result<CommitTicket, StoreError> {
+        let t = self.trees();
+        let record = encode(stored)?;
+        let id_key = join(&[stored.key.tenant_id.as_bytes(), stored.key.id.as_bytes()]);
+        [&t.api_keys, &t.api_key_ids].as_slice().transaction(|tx| {
+            tx[0].insert(stored.hash.as_slice(), record.as_slice())?;
+            tx[1].insert(id_key.as_slice(), stored.hash.as_slice())?;
+            Ok(())
+        })?;
+        Ok(self.ticket())
+    }
+
+    /// The key whose SHA-256 hash is `hash`.
+    pub fn key_by_hash(&self, hash: &[u8]) -> Result<Option<StoredKey>, StoreError> {
+        self.get(&self.trees().api_keys, "api_keys", hash)
+    }
+
+    /// The tenant's keys, oldest first.
+    pub fn keys_of(&self, tenant: TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        let t = self.trees();
+        let mut keys = Vec::new();
+        for hash in t.api_key_ids.scan_prefix(tenant.as_bytes()).values() {
+            if let Some(stored) = self.key_by_hash(&hash?)? {
+                keys.push(stored.key);
+            }
+        }
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    /// Deletes (revokes) a key; `None` when the tenant has no such key.
+    pub fn delete_key(&self, tenant: TenantId, id: KeyId) -> Result<Option<CommitTicket>, StoreError> {
+        let t = self.trees();
+        let id_key = join(&[tenant.as_bytes(), id.as_bytes()]);
+        let Some(hash) = t.api_key_ids.get(&id_key)? else { return Ok(None) };
+        [&t.api_keys, &t.api_key_ids].as_slice().transaction(|tx| {
+            tx[0].remove(&hash)?;
+            tx[1].remove(id_key.as_slice())?;
+            Ok(())
+        })?;
+        Ok(Some(self.ticket()))
+    }
+
+    // --- chatbots, rules, channels -----------------------------------------------------
+
+    /// Inserts or replaces a chatbot.
+    pub fn put_chatbot(&self, bot: &Chatbot) -> Result<CommitTicket, StoreError> {
+        let t = self.trees();
+        let record = encode(bot)?;
+        let index = join(&[bot.tenant_id.as_bytes(), &u64_be(millis(bot.created_at)), bot.id.as_bytes()]);
+        [&t.chatbots, &t.chatbots_by_tenant].as_slice().transaction(|tx| {
+            tx[0].insert(bot.id.as_bytes().as_slice(), record.as_slice())?;
+            tx[1].insert(index.as_slice(), &[])?;
+            Ok(())
+        })?;
+        Ok(self.ticket())
+    }
+
+    /// A chatbot by id.
+    pub fn chatbot(&self, id: ChatbotId) -> Result<Option<Chatbot>, StoreError> {
+        self.get(&self.trees().chatbots, "chatbots", id.as_bytes())
+    }
+
+    /// The tenant's chatbots, oldest first.
+    pub fn chatbots_of(&self, tenant: TenantId) -> Result<Vec<Chatbot>, StoreError> {
+        let mut bots = Vec::new();
+        for key in self.trees().chatbots_by_tenant.scan_prefix(tenant.as_bytes()).keys() {
+            let key = key?;
+            if let Some(bot) = ChatbotId::from_slice(&key[24..]).map(|id| self.chatbot(id)).transpose()?.flatten() {
+                bots.push(bot);
+            }
+        }
+        Ok(bots)
+    }
+
+    /// Deletes a chatbot with its rules and channels. Its conversations become unreachable
+    /// (every conversation route resolves the chatbot first).
+    pub fn delete_chatbot(&self, bot: &Chatbot) -> Result<CommitTicket, StoreError> {
+        let t = self.trees();
+        let index = join(&[bot.tenant_id.as_bytes(), &u64_be(millis(bot.created_at)), bot.id.as_bytes()]);
+        let mut dependents = sled::Batch::default();
+        for key in t.rules.scan_prefix(bot.id.as_bytes()).keys() {
+            dependents.remove(key?);
+        }
+        t.rules.apply_batch(dependents)?;
+        let mut channels = sled::Batch::default();
+        for key in t.channels.scan_prefix(bot.id.as_bytes()).keys() {
+            channels.remove(key?);
+        }
+        t.channels.apply_batch(channels)?;
+        [&t.chatbots, &t.chatbots_by_tenant].as_slice().transaction(|tx| {
+            tx[0].remove(bot.id.as_bytes().as_slice())?;
+            tx[1].remove(index.as_slice())?;
+            Ok(())
+        })?;
+        Ok(self.ticket())
+    }
+
+    /// Inserts or replaces a keyword rule.
+    pub fn put_rule(&self, rule: &KeywordRule) -> Result<CommitTicket, StoreError> {
+        self.put(&self.trees().rules, &join(&[rule.chatbot_id.as_bytes(), rule.id.as_bytes()]), rule)
+    }
+
+    /// A keyword rule of a chatbot.
+    pub fn rule(&self, bot: ChatbotId, id: RuleId) -> Result<Option<KeywordRule>, StoreError> {
+        self.get(&self.trees().rules, "rules", &join(&[bot.as_bytes(), id.as_bytes()]))
+    }
+
+    /// All rules of a chatbot (unordered).
+    pub fn rules_of(&self, bot: ChatbotId) -> Result<Vec<KeywordRule>, StoreError> {
+        self.scan(&self.trees().rules, "rules", bot.as_bytes())
+    }
+
+    /// Deletes a rule; `None` when there was none.
+    pub fn delete_rule(&self, bot: ChatbotId, id: RuleId) -> Result<Option<CommitTicket>, StoreError> {
+        let removed = self.trees().rules.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
+        Ok(removed.map(|_| self.ticket()))
+    }
+
+    fn channel_key(bot: ChatbotId, channel_id: &str) -> Vec<u8> {
+        join(&[bot.as_bytes(), channel_id.as_bytes()])
+    }
+
+    /// A channel of a chatbot by the provider's channel id.
+    pub fn channel(&self, bot: ChatbotId, channel_id: &str) -> Result<Option<Channel>, StoreError> {
+        self.get(&self.trees().channels, "channels", &Self::channel_key(bot, channel_id))
+    }
+
+    /// The chatbot's channels.
+    pub fn channels_of(&self, bot: ChatbotId) -> Result<Vec<Channel>, StoreError> {
+        let mut channels: Vec<Channel> = self.scan(&self.trees().channels, "channels", bot.as_bytes())?;
+        channels.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(channels)
+    }
+
+    /// Inserts or replaces a channel.
+    pub fn put_channel(&self, channel: &Channel) -> Result<CommitTicket, StoreError> {
+        self.put(&self.trees().channels, &Self::channel_key(channel.chatbot_id, &channel.id), channel)
+    }
+
+    /// Stores `channel` unless the chatbot already has one with its id; returns the one stored.
+    /// Safe under concurrent first messages on different conversations of one channel.
+    pub fn insert_channel_if_absent(&self, channel: &Channel) -> Result<(Channel, CommitTicket), StoreError> {
+        let key = Self::channel_key(channel.chatbot_id, &channel.id);
+        let tree = &self.trees().channels;
+        match tree.compare_and_swap(&key, None as Option<&[u8]>, Some(encode(channel)?))? {
+            Ok(()) => Ok((channel.clone(), self.ticket())),
+            Err(current) => match current.current {
+                Some(bytes) => Ok((decode("channels", &bytes)?, CommitTicket::NONE)),
+                None => self.insert_channel_if_absent(channel),
+            },
+        }
+    }
+
+    // --- contacts and conversations ------------------------------------------------------
+
+    /// A contact by id.
+    pub fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        self.get(&self.trees().contacts, "contacts", id.as_bytes())
+    }
+
+    /// A conversation by id.
+    pub fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.get(&self.trees().conversations, "conversations", id.as_bytes())
+    }
+
+    /// Applies one actor turn atomically.
+    pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
+        let t = self.trees();
+        let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;
+        let contact = write.contact.map(|c| encode(c).map(|bytes| (c.id, bytes))).transpose()?;
+        let messages = write
+            .messages
+            .iter()
+            .map(|m| encode(m).map(|bytes| (join(&[m.conversation_id.as_bytes(), &u64_be(m.seq)]), bytes)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dedupe = match write.dedupe {
+            Some((provider_id, outcome)) => {
+                let created_ms = millis(crate::model::now());
+                let record = encode(&DedupeRecord { outcome: outcome.clone(), created_ms })?;
+                let conv = outcome.conversation_id;
+                let key = join(&[conv.as_bytes(), provider_id.as_bytes()]);
+                let expiry = join(&[&u64_be(created_ms), conv.as_bytes(), provider_id.as_bytes()]);
+                Some((key, record, expiry))
+            }
+            None => None,
+        };
+        let trees = [
+            &t.conversations,
+            &t.conv_by_bot,
+            &t.conv_by_contact,
+            &t.contacts,
+            &t.messages,
+            &t.dedupe,
+            &t.dedupe_expiry,
+        ];
+        trees.as_slice().transaction(|tx| {
+            if let Some((c, bytes)) = &conversation {
+                tx[0].insert(c.id.as_bytes().as_slice(), bytes.as_slice())?;
+                if write.created {
+                    let by_bot = join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]);
+                    tx[1].insert(by_bot, &[])?;
+                    tx[2].insert(join(&[c.contact_id.as_bytes(), c.id.as_bytes()]), &[])?;
+                }
+            }
+            if let Some((id, bytes)) = &contact {
+                tx[3].insert(id.as_bytes().as_slice(), bytes.as_slice())?;
+            }
+            for (key, bytes) in &messages {
+                tx[4].insert(key.as_slice(), bytes.as_slice())?;
+            }
+            if let Some((key, record, expiry)) = &dedupe {
+                tx[5].insert(key.as_slice(), record.as_slice())?;
+                tx[6].insert(expiry.as_slice(), &[])?;
+            }
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        })
+        .map_err(|e: TransactionError<StoreError>| StoreError::from(e))?;
+        Ok(self.ticket())
+    }
+
+    /// The answer first given to `provider_message_id` in a conversation, if still kept.
+    pub fn dedupe(&self, conversation: ConversationId, provider_message_id: &str) -> Result<Option<HandleOutcome>, StoreError> {
+        let key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
+        let record: Option<DedupeRecord> = self.get(&self.trees().dedupe, "dedupe", &key)?;
+        Ok(record.map(|r| r.outcome))
+    }
+
+    /// Forgets provider message ids recorded before `cutoff`; returns how many.
+    pub fn expire_dedupe(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        let t = self.trees();
+        let end = u64_be(millis(cutoff));
+        let mut expired = 0;
+        for key in t.dedupe_expiry.range(..end.as_slice()).keys() {
+            let key = key?;
+            t.dedupe.remove(&key[8..])?;
+            t.dedupe_expiry.remove(&key)?;
+            expired += 1;
+        }
+        Ok(expired)
+    }
+
+    /// Messages of a conversation with `seq > after_seq`, in order, at most `limit`.
+    pub fn messages(&self, conversation: ConversationId, after_seq: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let start = join(&[conversation.as_bytes(), &u64_be(after_seq.saturating_add(1))]);
+        let end = join(&[conversation.as_bytes(), &u64_be(u64::MAX)]);
+        let mut out = Vec::new();
+        for value in self.trees().messages.range(start..=end).values().take(limit) {
+            out.push(decode("messages", &value?)?);
+        }
+        Ok(out)
+    }
+
+    /// The highest stored `seq` of a conversation (0 when it has none).
+    pub fn last_seq(&self, conversation: ConversationId) -> Result<u64, StoreError> {
+        Ok(match self.trees().messages.scan_prefix(conversation.as_bytes()).keys().next_back() {
+            Some(key) => keys::read_u64_be(&key?, 16).unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// A page of a chatbot's conversations, newest first, starting after `cursor`.
+    /// Returns the page and the cursor for the next one.
+    pub fn conversations_of(
+        &self,
+        bot: ChatbotId,
+        cursor: Option<&ConversationCursor>,
+        limit: usize,
+        mut keep: impl FnMut(&Conversation) -> bool,
+    ) -> Result<(Vec<Conversation>, Option<ConversationCursor>), StoreError> {
+        let t = self.trees();
+        let start = bot.as_bytes().to_vec();
+        let end = match cursor {
+            Some(c) => join(&[bot.as_bytes(), &u64_be(c.created_ms), c.id.as_bytes()]),
+            None => join(&[bot.as_bytes(), &[0xff; 24]]),
+        };
+        let mut page = Vec::new();
+        let mut last = None;
+        for key in t.conv_by_bot.range(start..end).keys().rev() {
+            let key = key?;
+            let (Some(created_ms), Some(id)) = (keys::read_u64_be(&key, 16), ConversationId::from_slice(&key[24..])) else {
+                continue;
+            };
+            last = Some(ConversationCursor { created_ms, id });
+            if let Some(c) = self.conversation(id)? {
+                if keep(&c) {
+                    page.push(c);
+                    if page.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let next = if page.len() == limit { last } else { None };
+        Ok((page, next))
+    }
+
+    /// The conversations of a contact.
+    pub fn conversations_of_contact(&self, contact: ContactId) -> Result<Vec<Conversation>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees().conv_by_contact.scan_prefix(contact.as_bytes()).keys() {
+            if let Some(c) = ConversationId::from_slice(&key?[16..]).map(|id| self.conversation(id)).transpose()?.flatten() {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a conversation with its messages and provider ids.
+    pub fn delete_conversation(&self, c: &Conversation) -> Result<CommitTicket, StoreError> {
+        let t = self.trees();
+        let by_bot = join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]);
+        let by_contact = join(&[c.contact_id.as_bytes(), c.id.as_bytes()]);
+        // The record and its index entries go first and together: once they are gone the
+        // conversation is unreachable, so a crash before the rest leaves only invisible rows.
+        [&t.conversations, &t.conv_by_bot, &t.conv_by_contact].as_slice().transaction(|tx| {
+            tx[0].remove(c.id.as_bytes().as_slice())?;
+            tx[1].remove(by_bot.as_slice())?;
+            tx[2].remove(by_contact.as_slice())?;
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        })?;
+        for tree in [&t.messages, &t.dedupe] {
+            let mut batch = sled::Batch::default();
+            for key in tree.scan_prefix(c.id.as_bytes()).keys() {
+                batch.remove(key?);
+            }
+            tree.apply_batch(batch)?;
+        }
+        Ok(self.ticket())
+    }
+}
+
+/// Where a page of conversations ended; opaque to clients as `"{created_ms}_{id}"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationCursor {
+    pub created_ms: u64,
+    pub id: ConversationId,
+}
+
+impl std::fmt::Display for ConversationCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.created_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for ConversationCursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ms, id) = s.split_once('_').ok_or(())?;
+        Ok(Self { created_ms: ms.parse().map_err(|_| ())?, id: id.parse().map_err(|_| ())? })
+    }
+}

@@ -1,0 +1,199 @@
+//! The application: state shared by the handlers, server construction and shutdown.
+//!
+//! `Application::build` opens the store, creates the first admin key on a first start,
+//! starts the conversation registry and binds its own listener (port 0 picks a free port,
+//! which tests use). `run_until` serves until the given shutdown future resolves, then stops
+//! in order: HTTP (in-flight requests finish) → conversation mailboxes drained → store flushed.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use baton_actors::botconfig::{BotConfig, BotConfigs};
+use baton_actors::model::ChatbotId;
+use baton_actors::registry::{Registry, RegistryConfig};
+use baton_actors::store::{Store, StoreConfig};
+use secrecy::ExposeSecret;
+
+use crate::auth::{issue_key, Principal, Scope};
+use crate::config::Settings;
+use crate::error::ApiError;
+
+/// The name of the tenant created on a first start.
+pub const DEFAULT_TENANT: &str = "default";
+/// How often forgotten provider message ids are swept.
+const DEDUPE_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub registry: Registry,
+    pub configs: BotConfigs,
+    pub settings: Arc<Settings>,
+    pub jwt: Option<jsonwebtoken::DecodingKey>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("store", &self.store).field("jwt", &self.jwt.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The caller's chatbot `id` (a 404 for a malformed id or another tenant's chatbot).
+    pub fn chatbot(&self, principal: &Principal, id: &str) -> Result<Arc<BotConfig>, ApiError> {
+        let id: ChatbotId = id.parse().map_err(|_| ApiError::not_found("chatbot"))?;
+        match self.configs.get(&self.store, id)? {
+            Some(config) if config.chatbot.tenant_id == principal.tenant_id => Ok(config),
+            _ => Err(ApiError::not_found("chatbot")),
+        }
+    }
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    bootstrap_key: Option<String>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens everything and binds the listener. Must run inside an actix System.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let data_dir = settings.storage.data_dir.clone();
+        let store = open_store(&settings)?;
+        let bootstrap_key = bootstrap_admin_key(&store, &data_dir).await?;
+        let registry = Registry::start(
+            store.clone(),
+            RegistryConfig {
+                arbiters: settings.actors.arbiters,
+                mailbox_capacity: settings.actors.mailbox_capacity.max(1),
+                idle_passivate: settings.idle_passivate(),
+            },
+        );
+        let secret = settings.auth.jwt_secret.expose_secret();
+        let jwt = (!secret.is_empty()).then(|| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
+        let listener = TcpListener::bind(settings.server.addr).with_context(|| format!("could not listen on {}", settings.server.addr))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState { store, registry, configs: BotConfigs::default(), settings: Arc::new(settings.clone()), jwt });
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .wrap(tracing_actix())
+                .configure(crate::routes::configure)
+        })
+        .listen(listener)?
+        .disable_signals()
+        .client_request_timeout(Duration::from_millis(settings.server.client_request_timeout_ms))
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
+        Ok(Self { port, server: server.run(), state, bootstrap_key })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin key created on this first start, if this was one.
+    pub fn bootstrap_key(&self) -> Option<&str> {
+        self.bootstrap_key.as_deref()
+    }
+
+    /// The store (tests and the CLI issue keys through it).
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result?,
+            () = shutdown => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                // The stop command is carried out by the server future, so keep polling it.
+                let stop = handle.stop(true);
+                let (_, result) = tokio::join!(stop, &mut server);
+                result?;
+            }
+        }
+        tracing::info!("draining conversation mailboxes");
+        self.state.registry.drain().await;
+        self.state.store.close()?;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}
+
+/// Opens the store, with one clear line when the data directory cannot be used.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let dir = &settings.storage.data_dir;
+    Store::open(&StoreConfig {
+        data_dir: dir.clone(),
+        cache_capacity_bytes: settings.storage.cache_capacity_bytes,
+        fsync: settings.storage.fsync,
+    })
+    .with_context(|| format!("could not open the data directory {} (is another baton using it?)", dir.display()))
+}
+
+/// On a first start (no key at all) creates tenant `default` with an admin key and writes
+/// it to `DIR/admin.key` (mode 0600). Returns the key so the caller can print it once.
+async fn bootstrap_admin_key(store: &Store, data_dir: &Path) -> anyhow::Result<Option<String>> {
+    if store.has_any_key()? {
+        return Ok(None);
+    }
+    let (tenant, tenant_ticket) = store.ensure_tenant(DEFAULT_TENANT)?;
+    let (_, key, ticket) = issue_key(store, tenant.id, "admin", &[Scope::Admin])?;
+    store.durable(ticket.max(tenant_ticket)).await?;
+    let path = data_dir.join("admin.key");
+    write_private_file(&path, &format!("{key}\n")).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(Some(key))
+}
+
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) {
+    actix_rt::spawn(async move {
+        let mut every = tokio::time::interval(DEDUPE_SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            let store = store.clone();
+            let cutoff = chrono::Utc::now() - chrono::Duration::seconds(retention_secs as i64);
+            match tokio::task::spawn_blocking(move || store.expire_dedupe(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "forgot old provider message ids"),
+                Ok(Err(error)) => tracing::warn!(%error, "dedupe sweep failed"),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Request logging at debug level.
+fn tracing_actix() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%r %s %Dms").log_target("baton::http")
+}

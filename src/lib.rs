@@ -1,0 +1,14 @@
+//! baton's HTTP server and CLI plumbing: settings, authentication, errors, routes and the
+//! [`app::Application`] that ties them to the conversation actors and the store.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Settings;

@@ -1,0 +1,172 @@
+//! `/v1/chatbots` and `/v1/chatbots/{bot}/settings`.
+
+use actix_web::{web, HttpResponse};
+use baton_actors::engine::buttons::normalize_buttons;
+use baton_actors::model::{now, Chatbot, ChatbotId, Settings};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::app::AppState;
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::extract::{merge_patch, Json};
+use crate::routes::{deleted, max_chars, required_text, resource};
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/chatbots").route(web::post().to(create)).route(web::get().to(list)))
+        .service(
+            resource("/v1/chatbots/{bot}")
+                .route(web::get().to(get))
+                .route(web::patch().to(update))
+                .route(web::delete().to(delete)),
+        )
+        .service(resource("/v1/chatbots/{bot}/settings").route(web::get().to(get_settings)).route(web::put().to(put_settings)));
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateChatbot {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    settings: Option<Map<String, Value>>,
+}
+
+/// Validates settings and fills in button ids; 422 naming the field otherwise.
+pub fn validate_settings(settings: &mut Settings) -> Result<(), ApiError> {
+    let unprocessable = |e: baton_actors::engine::buttons::ButtonError| ApiError::unprocessable(e.field(), e.to_string());
+    settings.greeting_buttons = normalize_buttons("greeting_buttons", std::mem::take(&mut settings.greeting_buttons)).map_err(unprocessable)?;
+    settings.fallback_buttons = normalize_buttons("fallback_buttons", std::mem::take(&mut settings.fallback_buttons)).map_err(unprocessable)?;
+    if !["openai", "anthropic"].contains(&settings.ai_provider.as_str()) {
+        return Err(ApiError::unprocessable("ai_provider", "ai_provider must be \"openai\" or \"anthropic\""));
+    }
+    if !(0.0..=2.0).contains(&settings.ai_temperature) {
+        return Err(ApiError::unprocessable("ai_temperature", "ai_temperature must be between 0 and 2"));
+    }
+    if settings.ai_max_tokens == 0 || settings.ai_max_tokens > 100_000 {
+        return Err(ApiError::unprocessable("ai_max_tokens", "ai_max_tokens must be between 1 and 100000"));
+    }
+    if settings.session_timeout_minutes == 0 {
+        return Err(ApiError::unprocessable("session_timeout_minutes", "session_timeout_minutes must be at least 1"));
+    }
+    for (i, keyword) in settings.transfer_keywords.iter().enumerate() {
+        if keyword.trim().is_empty() {
+            return Err(ApiError::unprocessable(format!("transfer_keywords[{i}]"), "transfer keywords must not be empty"));
+        }
+    }
+    for (field, text) in [
+        ("greeting_message", &settings.greeting_message),
+        ("fallback_message", &settings.fallback_message),
+        ("transfer_message", &settings.transfer_message),
+        ("system_prompt", &settings.system_prompt),
+    ] {
+        max_chars(field, text, 32_768).map_err(|e| ApiError { status: actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, code: "unprocessable", ..e })?;
+    }
+    Ok(())
+}
+
+/// The settings as served: the fields plus the chatbot they belong to.
+fn settings_view(bot: &Chatbot) -> Value {
+    let mut view = serde_json::to_value(&bot.settings).unwrap_or_default();
+    view["id"] = Value::String(bot.id.to_string());
+    view["chatbot_id"] = Value::String(bot.id.to_string());
+    view["account_id"] = Value::String(bot.tenant_id.to_string());
+    view["updated_at"] = serde_json::to_value(bot.updated_at).unwrap_or_default();
+    view
+}
+
+async fn create(state: web::Data<AppState>, principal: Principal, body: Json<CreateChatbot>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let body = body.0;
+    let name = required_text("name", &body.name)?;
+    max_chars("name", name, 200)?;
+    max_chars("description", &body.description, 2000)?;
+    let mut settings = match body.settings {
+        Some(patch) => merge_patch(&Settings::default(), patch, &[]).map_err(|e| prefix_field(e, "settings"))?,
+        None => Settings::default(),
+    };
+    validate_settings(&mut settings).map_err(|e| prefix_field(e, "settings"))?;
+    let at = now();
+    let bot = Chatbot {
+        id: ChatbotId::new_random(),
+        tenant_id: principal.tenant_id,
+        name: name.to_string(),
+        description: body.description,
+        settings,
+        created_at: at,
+        updated_at: at,
+    };
+    let ticket = state.store.put_chatbot(&bot)?;
+    state.store.durable(ticket).await?;
+    Ok(HttpResponse::Created().json(bot))
+}
+
+fn prefix_field(mut e: ApiError, prefix: &str) -> ApiError {
+    if let Some(field) = &e.field {
+        let field = format!("{prefix}.{field}");
+        e.message = format!("{prefix}.{}", e.message);
+        e.field = Some(field);
+    }
+    e
+}
+
+async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig).or_else(|_| principal.require(Scope::ConversationsRead))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.chatbots_of(principal.tenant_id)? })))
+}
+
+async fn get(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig).or_else(|_| principal.require(Scope::ConversationsRead))?;
+    Ok(HttpResponse::Ok().json(&state.chatbot(&principal, &bot)?.chatbot))
+}
+
+async fn update(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let current = state.chatbot(&principal, &bot)?;
+    let mut updated: Chatbot = merge_patch(&current.chatbot, body.0, &["id", "tenant_id", "created_at", "updated_at", "settings"])?;
+    let name = required_text("name", &updated.name)?.to_string();
+    max_chars("name", &name, 200)?;
+    updated.name = name;
+    updated.updated_at = now();
+    save(&state, &updated).await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// Stores a chatbot and forgets its cached configuration.
+async fn save(state: &AppState, bot: &Chatbot) -> Result<(), ApiError> {
+    let ticket = state.store.put_chatbot(bot)?;
+    state.configs.invalidate(bot.id);
+    state.store.durable(ticket).await?;
+    Ok(())
+}
+
+async fn delete(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let current = state.chatbot(&principal, &bot)?;
+    let ticket = state.store.delete_chatbot(&current.chatbot)?;
+    state.configs.invalidate(current.chatbot.id);
+    state.store.durable(ticket).await?;
+    Ok(deleted())
+}
+
+async fn get_settings(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    Ok(HttpResponse::Ok().json(settings_view(&state.chatbot(&principal, &bot)?.chatbot)))
+}
+
+/// Partial update: only the fields given change.
+async fn put_settings(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let current = state.chatbot(&principal, &bot)?;
+    let mut patch = body.0;
+    for read_only in ["id", "chatbot_id", "account_id", "updated_at"] {
+        patch.remove(read_only);
+    }
+    let mut settings: Settings = merge_patch(&current.chatbot.settings, patch, &[])?;
+    validate_settings(&mut settings)?;
+    let mut updated = current.chatbot.clone();
+    updated.settings = settings;
+    updated.updated_at = now();
+    save(&state, &updated).await?;
+    Ok(HttpResponse::Ok().json(settings_view(&updated)))
+}

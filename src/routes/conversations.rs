@@ -1,0 +1,453 @@
+//! Conversations: ingestion (`handle`), listing and lookup, and every per-conversation
+//! route, served both under `/v1/chatbots/{bot}/conversations/{id}` and `/v1/conversations/{id}`.
+//! Every change goes through the conversation's actor; reads come from the store.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use baton_actors::botconfig::BotConfig;
+use baton_actors::conversation::{
+    ContactInput, DeleteConversation, HandleIncoming, IncomingMessage, OpenConversation, Origin, PostAgentMessage, SetBotActive,
+    UpdateConversation,
+};
+use baton_actors::model::{ContactId, Conversation, ConversationId, ConversationStatus};
+use baton_actors::store::ConversationCursor;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Map, Value};
+
+use crate::app::AppState;
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::extract::{BodyLimit, Json, Query};
+use crate::routes::{deleted, max_chars, required_text, resource};
+
+/// Longest channel, provider and message id accepted.
+const MAX_ID_CHARS: usize = 256;
+/// Page sizes.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+const DEFAULT_MESSAGES_PAGE: usize = 100;
+const MAX_MESSAGES_PAGE: usize = 1000;
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/v1/chatbots/{bot}/conversations/handle")
+            .app_data(BodyLimit::Handle)
+            .route(web::post().to(handle)),
+    )
+    .service(resource("/v1/chatbots/{bot}/conversations/find").route(web::get().to(find)))
+    .service(resource("/v1/chatbots/{bot}/conversations").route(web::get().to(list)).route(web::post().to(create)));
+    for prefix in ["/v1/chatbots/{bot}/conversations/{id}", "/v1/conversations/{id}"] {
+        cfg.service(
+            resource(prefix)
+                .route(web::get().to(get))
+                .route(web::patch().to(update))
+                .route(web::delete().to(delete)),
+        )
+        .service(resource(&format!("{prefix}/messages")).route(web::get().to(messages)).route(web::post().to(post_message)))
+        .service(resource(&format!("{prefix}/bot-control")).route(web::post().to(bot_control)))
+        .service(resource(&format!("{prefix}/status")).route(web::put().to(set_status)))
+        .service(resource(&format!("{prefix}/autoreply")).route(web::post().to(autoreply)));
+    }
+}
+
+/// Accepts an id sent as a JSON string or number (providers differ).
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        S(String),
+        N(serde_json::Number),
+    }
+    match Id::deserialize(d)? {
+        Id::S(s) => Ok(s),
+        Id::N(n) => Ok(n.to_string()),
+    }
+}
+
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    string_or_number(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HandleRequest {
+    #[serde(default)]
+    chatbot_id: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    channel_id: String,
+    #[serde(default)]
+    channel_name: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    provider_id: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    callee: Option<String>,
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
+    message: IncomingBody,
+    #[serde(default)]
+    contact: Option<ContactInput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IncomingBody {
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    id: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    button_id: Option<String>,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    from_me: bool,
+}
+
+/// Checks the ids naming a conversation.
+fn validate_origin(channel_id: &str, provider_id: &str, channel_name: Option<&str>) -> Result<(), ApiError> {
+    required_text("channelId", channel_id)?;
+    max_chars("channelId", channel_id, MAX_ID_CHARS)?;
+    required_text("providerId", provider_id)?;
+    max_chars("providerId", provider_id, MAX_ID_CHARS)?;
+    if let Some(name) = channel_name {
+        max_chars("channelName", name, 200)?;
+    }
+    Ok(())
+}
+
+/// Validates an incoming message and reduces it to what the actor needs.
+fn incoming_message(body: IncomingBody) -> Result<IncomingMessage, ApiError> {
+    let kind = body.kind.unwrap_or_else(|| "text".into());
+    let text = body.text.unwrap_or_default();
+    let text = match kind.as_str() {
+        "text" => {
+            if text.trim().is_empty() {
+                return Err(ApiError::bad_request("message.text", "message.text is required for text messages"));
+            }
+            text
+        }
+        "button" | "list_reply" => match (text.trim().is_empty(), body.button_id) {
+            (false, _) => text,
+            (true, Some(id)) if !id.trim().is_empty() => id,
+            _ => return Err(ApiError::bad_request("message.button_id", format!("message.button_id or message.text is required for {kind} messages"))),
+        },
+        "media" | "location" => {
+            if text.is_empty() {
+                body.payload.map(|p| p.to_string()).unwrap_or_default()
+            } else {
+                text
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                "message.type",
+                format!("message.type must be one of text, button, list_reply, media, location; got {other:?}"),
+            ))
+        }
+    };
+    if let Some(id) = &body.id {
+        required_text("message.id", id)?;
+        max_chars("message.id", id, MAX_ID_CHARS)?;
+    }
+    Ok(IncomingMessage { provider_message_id: body.id.map(|id| id.trim().to_string()), message_type: kind, text, from_me: body.from_me })
+}
+
+/// `POST /v1/chatbots/{bot}/conversations/handle`: a provider's incoming message.
+async fn handle(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<HandleRequest>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::MessagesHandle)?;
+    let body = body.0;
+    let bot = state.chatbot(&principal, &bot)?;
+    if let Some(id) = &body.chatbot_id {
+        if id.trim() != bot.chatbot.id.to_string() {
+            return Err(ApiError::bad_request("chatbotId", "chatbotId in the body does not match the chatbot in the path"));
+        }
+    }
+    validate_origin(&body.channel_id, &body.provider_id, body.channel_name.as_deref())?;
+    let message = incoming_message(body.message)?;
+    let channel_id = body.channel_id.trim().to_string();
+    let provider_id = body.provider_id.trim().to_string();
+    let conversation_id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
+    let origin = Origin {
+        channel_name: body.channel_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| channel_id.clone()),
+        channel_id,
+        provider_id,
+        contact: body.contact,
+    };
+    let handled = state.registry.send(conversation_id, HandleIncoming { bot, origin, message }).await?;
+    state.store.durable(handled.ticket).await?;
+    let outcome = handled.outcome;
+    if body.asynchronous {
+        return Ok(HttpResponse::Accepted().json(json!({
+            "conversation_id": outcome.conversation_id,
+            "message_id": outcome.message_id,
+            "duplicate": handled.duplicate,
+        })));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "conversation_id": outcome.conversation_id,
+        "contact_id": outcome.contact_id,
+        "message_id": outcome.message_id,
+        "bot_active": outcome.bot_active,
+        "replies": outcome.replies,
+        "duplicate": handled.duplicate,
+    })))
+}
+
+/// A conversation as served.
+pub fn conversation_view(c: &Conversation) -> Value {
+    json!({
+        "id": c.id,
+        "chatbot_id": c.chatbot_id,
+        "channel_id": c.channel_id,
+        "channel_name": c.channel_name,
+        "contact_id": c.contact_id,
+        "provider_id": c.provider_id,
+        "status": c.status,
+        "bot_active": c.bot_active,
+        "session": Value::Null,
+        "variables": c.variables,
+        "metadata": c.metadata,
+        "message_count": c.next_seq.saturating_sub(1),
+        "last_message_at": c.last_message_at,
+        "last_seen_at": c.last_seen_at,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, query: Query) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsRead)?;
+    let bot = state.chatbot(&principal, &bot)?;
+    let contact: Option<ContactId> = query.parse("contactId", "a UUID")?;
+    let channel = query.get("channelId").filter(|c| !c.is_empty()).map(str::to_string);
+    let status: Option<ConversationStatus> = query.parse("status", "one of active, completed, escalated, failed")?;
+    let bot_active: Option<bool> = query.parse("bot_active", "true or false")?;
+    let limit = query.parse::<usize>("limit", "a number from 1 to 200")?.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("limit", "limit must be a number from 1 to 200"));
+    }
+    let cursor: Option<ConversationCursor> = query.parse("cursor", "a cursor from a previous page")?;
+    let keep = |c: &Conversation| {
+        contact.is_none_or(|id| c.contact_id == id)
+            && channel.as_ref().is_none_or(|id| &c.channel_id == id)
+            && status.is_none_or(|s| c.status == s)
+            && bot_active.is_none_or(|b| c.bot_active == b)
+    };
+    let (page, next) = state.store.conversations_of(bot.chatbot.id, cursor.as_ref(), limit, keep)?;
+    let items: Vec<Value> = page.iter().map(conversation_view).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next.map(|c| c.to_string()) })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateConversation {
+    #[serde(deserialize_with = "string_or_number")]
+    channel_id: String,
+    #[serde(default)]
+    channel_name: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    provider_id: String,
+    #[serde(default)]
+    contact: Option<ContactInput>,
+}
+
+/// Opens a conversation without a message: 201 when new, 200 with the existing one otherwise.
+async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<CreateConversation>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let bot = state.chatbot(&principal, &bot)?;
+    let body = body.0;
+    validate_origin(&body.channel_id, &body.provider_id, body.channel_name.as_deref())?;
+    let channel_id = body.channel_id.trim().to_string();
+    let provider_id = body.provider_id.trim().to_string();
+    let id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
+    let origin = Origin {
+        channel_name: body.channel_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| channel_id.clone()),
+        channel_id,
+        provider_id,
+        contact: body.contact,
+    };
+    let changed = state.registry.send(id, OpenConversation { bot, origin }).await?;
+    state.store.durable(changed.ticket).await?;
+    let status = if changed.created { actix_web::http::StatusCode::CREATED } else { actix_web::http::StatusCode::OK };
+    Ok(HttpResponse::build(status).json(conversation_view(&changed.conversation)))
+}
+
+async fn find(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, query: Query) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsRead)?;
+    let bot = state.chatbot(&principal, &bot)?;
+    let channel = query.get("channelId").unwrap_or("").trim();
+    let provider = query.get("providerId").unwrap_or("").trim();
+    if channel.is_empty() {
+        return Err(ApiError::bad_request("channelId", "channelId is required"));
+    }
+    if provider.is_empty() {
+        return Err(ApiError::bad_request("providerId", "providerId is required"));
+    }
+    let id = ConversationId::derive(bot.chatbot.id, channel, provider);
+    let conversation = state.store.conversation(id)?.ok_or_else(|| ApiError::not_found("conversation"))?;
+    Ok(HttpResponse::Ok().json(conversation_view(&conversation)))
+}
+
+/// The conversation named by the path, checked against the caller's tenant and, on nested
+/// paths, the chatbot; with its chatbot's configuration.
+fn resolve(state: &AppState, principal: &Principal, req: &HttpRequest) -> Result<(Conversation, Arc<BotConfig>), ApiError> {
+    let not_found = || ApiError::not_found("conversation");
+    let id: ConversationId = req.match_info().get("id").unwrap_or("").parse().map_err(|_| not_found())?;
+    let conversation = state.store.conversation(id)?.ok_or_else(not_found)?;
+    if conversation.tenant_id != principal.tenant_id {
+        return Err(not_found());
+    }
+    if let Some(bot) = req.match_info().get("bot") {
+        if bot != conversation.chatbot_id.to_string() {
+            // Either the chatbot is not the caller's or the conversation is not in it.
+            state.chatbot(principal, bot)?;
+            return Err(not_found());
+        }
+    }
+    let bot = state.chatbot(principal, &conversation.chatbot_id.to_string()).map_err(|_| not_found())?;
+    Ok((conversation, bot))
+}
+
+async fn get(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsRead)?;
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    Ok(HttpResponse::Ok().json(conversation_view(&conversation)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchConversation {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    variables: Option<Map<String, Value>>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+fn parse_status(raw: &str) -> Result<ConversationStatus, ApiError> {
+    raw.parse().map_err(|_| ApiError::bad_request("status", format!("status must be one of active, completed, escalated, failed; got {raw:?}")))
+}
+
+/// Sends a change to the conversation's actor and answers with the conversation.
+async fn change(state: &AppState, id: ConversationId, update: UpdateConversation) -> Result<HttpResponse, ApiError> {
+    let changed = state.registry.send(id, update).await?;
+    state.store.durable(changed.ticket).await?;
+    Ok(HttpResponse::Ok().json(conversation_view(&changed.conversation)))
+}
+
+async fn update(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<PatchConversation>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let body = body.0;
+    let status = body.status.as_deref().map(parse_status).transpose()?;
+    if let Some(metadata) = &body.metadata {
+        if !metadata.is_object() && !metadata.is_null() {
+            return Err(ApiError::bad_request("metadata", "metadata must be an object or null"));
+        }
+    }
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    change(&state, conversation.id, UpdateConversation { status, variables: body.variables, metadata: body.metadata }).await
+}
+
+async fn delete(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    let ticket = state.registry.send(conversation.id, DeleteConversation).await?;
+    state.store.durable(ticket).await?;
+    Ok(deleted())
+}
+
+async fn messages(req: HttpRequest, state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsRead)?;
+    let after_seq = query.parse::<u64>("after_seq", "a non-negative number")?.unwrap_or(0);
+    let limit = query.parse::<usize>("limit", "a number from 1 to 1000")?.unwrap_or(DEFAULT_MESSAGES_PAGE);
+    if !(1..=MAX_MESSAGES_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("limit", "limit must be a number from 1 to 1000"));
+    }
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    let items = state.store.messages(conversation.id, after_seq, limit)?;
+    let next = (items.len() == limit).then(|| items.last().map(|m| m.seq)).flatten();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_after_seq": next })))
+}
+
+#[derive(Debug, Deserialize)]
+struct AgentMessage {
+    content: String,
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    agent_id: Option<String>,
+}
+
+/// An agent's reply: stored as role `agent`, pauses the bot when the chatbot says so.
+async fn post_message(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<AgentMessage>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let body = body.0;
+    required_text("content", &body.content)?;
+    max_chars("content", &body.content, 65_536)?;
+    let (conversation, bot) = resolve(&state, &principal, &req)?;
+    let posted = state.registry.send(conversation.id, PostAgentMessage { bot, content: body.content, agent_id: body.agent_id }).await?;
+    state.store.durable(posted.ticket).await?;
+    Ok(HttpResponse::Created().json(posted.message))
+}
+
+#[derive(Debug, Deserialize)]
+struct BotControl {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    agent_id: Option<String>,
+}
+
+/// The outcome of a pause or resume, in the shape of seed `000`.
+pub async fn set_bot_active(state: &AppState, id: ConversationId, active: bool, agent_id: Option<String>) -> Result<Value, ApiError> {
+    let changed = state.registry.send(id, SetBotActive { active, agent_id }).await?;
+    state.store.durable(changed.ticket).await?;
+    Ok(json!({
+        "success": true,
+        "conversation_id": id,
+        "bot_active": changed.conversation.bot_active,
+        "action": if active { "resume" } else { "pause" },
+    }))
+}
+
+async fn bot_control(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<BotControl>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let active = match body.0.action.as_deref() {
+        None => return Err(ApiError::bad_request("action", "action is required")),
+        Some("pause") => false,
+        Some("resume") => true,
+        Some(_) => return Err(ApiError::bad_request("action", "action must be \"pause\" or \"resume\"")),
+    };
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    Ok(HttpResponse::Ok().json(set_bot_active(&state, conversation.id, active, body.0.agent_id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct SetStatus {
+    status: String,
+}
+
+async fn set_status(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<SetStatus>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let status = parse_status(&body.0.status)?;
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    change(&state, conversation.id, UpdateConversation { status: Some(status), ..UpdateConversation::default() }).await
+}
+
+#[derive(Debug, Deserialize)]
+struct Autoreply {
+    enabled: bool,
+}
+
+/// Turns the bot on or off for one conversation (the same flag as bot-control).
+async fn autoreply(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<Autoreply>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let (conversation, _) = resolve(&state, &principal, &req)?;
+    let changed = state.registry.send(conversation.id, SetBotActive { active: body.0.enabled, agent_id: None }).await?;
+    state.store.durable(changed.ticket).await?;
+    let mut view = conversation_view(&changed.conversation);
+    view["ai_autoreply_enabled"] = Value::Bool(changed.conversation.bot_active);
+    Ok(HttpResponse::Ok().json(view))
+}
