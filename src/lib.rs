@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod load;
 pub mod routes;
 pub mod telemetry;
 
