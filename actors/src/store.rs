@@ -433,7 +433,7 @@ impl Store {
     }
 
     /// Applies one actor turn atomically.
-    pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
+    pub fn write_conversation<'s>(&'s self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
         let t = self.trees();
         let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;
         let contact = write.contact.map(|c| encode(c).map(|bytes| (c.id, bytes))).transpose()?;
@@ -453,37 +453,42 @@ impl Store {
             }
             None => None,
         };
-        let trees = [
-            &t.conversations,
-            &t.conv_by_bot,
-            &t.conv_by_contact,
-            &t.contacts,
-            &t.messages,
-            &t.dedupe,
-            &t.dedupe_expiry,
-        ];
+        // Collect the writes per tree, then run one transaction over just the trees touched
+        // (fewer trees, fewer locks on the hot path).
+        let mut writes: Vec<(&Tree, Vec<(Vec<u8>, Vec<u8>)>)> = Vec::with_capacity(7);
+        let mut put = |tree: &'s Tree, key: Vec<u8>, value: Vec<u8>| match writes.iter_mut().find(|(t, _)| std::ptr::eq(*t, tree)) {
+            Some((_, entries)) => entries.push((key, value)),
+            None => writes.push((tree, vec![(key, value)])),
+        };
+        if let Some((c, bytes)) = conversation {
+            if write.created {
+                put(&t.conv_by_bot, join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]), Vec::new());
+                put(&t.conv_by_contact, join(&[c.contact_id.as_bytes(), c.id.as_bytes()]), Vec::new());
+            }
+            put(&t.conversations, c.id.as_bytes().to_vec(), bytes);
+        }
+        if let Some((id, bytes)) = contact {
+            put(&t.contacts, id.as_bytes().to_vec(), bytes);
+        }
+        for (key, bytes) in messages {
+            put(&t.messages, key, bytes);
+        }
+        if let Some((key, record, expiry)) = dedupe {
+            put(&t.dedupe, key, record);
+            put(&t.dedupe_expiry, expiry, Vec::new());
+        }
+        if writes.is_empty() {
+            return Ok(CommitTicket::NONE);
+        }
+        let trees: Vec<&Tree> = writes.iter().map(|(t, _)| *t).collect();
         trees.as_slice().transaction(|tx| {
-            if let Some((c, bytes)) = &conversation {
-                tx[0].insert(c.id.as_bytes().as_slice(), bytes.as_slice())?;
-                if write.created {
-                    let by_bot = join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]);
-                    tx[1].insert(by_bot, &[])?;
-                    tx[2].insert(join(&[c.contact_id.as_bytes(), c.id.as_bytes()]), &[])?;
+            for (tree, (_, entries)) in tx.iter().zip(&writes) {
+                for (key, value) in entries {
+                    tree.insert(key.as_slice(), value.as_slice())?;
                 }
             }
-            if let Some((id, bytes)) = &contact {
-                tx[3].insert(id.as_bytes().as_slice(), bytes.as_slice())?;
-            }
-            for (key, bytes) in &messages {
-                tx[4].insert(key.as_slice(), bytes.as_slice())?;
-            }
-            if let Some((key, record, expiry)) = &dedupe {
-                tx[5].insert(key.as_slice(), record.as_slice())?;
-                tx[6].insert(expiry.as_slice(), &[])?;
-            }
             Ok::<(), ConflictableTransactionError<StoreError>>(())
-        })
-        .map_err(|e: TransactionError<StoreError>| StoreError::from(e))?;
+        })?;
         Ok(self.ticket())
     }
 
