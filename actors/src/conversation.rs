@@ -329,6 +329,7 @@ pub fn as_reply(message: &Message) -> Reply {
         kind: ReplyKind::for_button_count(message.buttons.len()),
         text: message.content.clone(),
         buttons: message.buttons.clone(),
+        whatsapp_flow: None,
     }
 }
 
@@ -416,6 +417,7 @@ impl Handler<HandleIncoming> for ConversationActor {
             contact: contact.as_ref(),
             messages: &messages,
             dedupe: message.provider_message_id.as_deref().map(|p| (p, &outcome)),
+            ..ConversationWrite::default()
         })?;
         Ok(Handled { outcome, duplicate: false, ticket: ticket.max(channel_ticket) })
     }

@@ -2,9 +2,12 @@
 //! No I/O, no clock reads, no randomness; the conversation actor applies what it returns.
 
 pub mod buttons;
+pub mod flow;
+pub mod hours;
 pub mod rules;
+pub mod template;
 
-use crate::model::{Button, Settings};
+use crate::model::{Button, Settings, WhatsappFlowRef};
 use rules::{CompiledRule, KeywordMatcher};
 
 /// A chatbot's configuration, ready for the engine: settings plus rules compiled and sorted.
@@ -34,15 +37,18 @@ impl BotRules {
 }
 
 /// A reply for the actor to store and send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplyDraft {
     pub text: String,
     pub buttons: Vec<Button>,
+    /// Set for the reply of a `whatsapp_flow` step.
+    pub whatsapp_flow: Option<WhatsappFlowRef>,
 }
 
 impl ReplyDraft {
-    fn new(text: &str, buttons: &[Button]) -> Self {
-        Self { text: text.to_string(), buttons: buttons.to_vec() }
+    /// A text or buttons reply.
+    pub fn new(text: &str, buttons: &[Button]) -> Self {
+        Self { text: text.to_string(), buttons: buttons.to_vec(), whatsapp_flow: None }
     }
 }
 
@@ -56,7 +62,7 @@ pub enum Reason {
 }
 
 /// What the bot does with one incoming text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub replies: Vec<ReplyDraft>,
     pub reason: Reason,

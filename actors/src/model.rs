@@ -67,6 +67,16 @@ uuid_id!(
     ConversationId,
     /// A stored message.
     MessageId,
+    /// A multi-step flow of a chatbot.
+    FlowId,
+    /// A flow session of a conversation.
+    SessionId,
+    /// A team of agents.
+    TeamId,
+    /// A human agent.
+    AgentId,
+    /// A hand-over of a conversation to humans.
+    TransferId,
 );
 
 /// Namespace for ids derived from provider-side identities, so that the same
@@ -438,15 +448,27 @@ pub struct Reply {
     pub text: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buttons: Vec<Button>,
+    /// For `whatsapp_flow` replies: the native flow to render.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_flow: Option<WhatsappFlowRef>,
 }
 
-/// How a reply renders: plain text, 1–3 quick-reply buttons or a 4–10 row list.
+/// A native WhatsApp Flow a reply asks the channel to render.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhatsappFlowRef {
+    pub flow_id: String,
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+}
+
+/// How a reply renders: plain text, 1–3 quick-reply buttons, a 4–10 row list, or a native flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyKind {
     Text,
     Buttons,
     List,
+    WhatsappFlow,
 }
 
 impl ReplyKind {
@@ -465,6 +487,268 @@ impl ReplyKind {
             Self::Text => "text",
             Self::Buttons => "buttons",
             Self::List => "list",
+            Self::WhatsappFlow => "whatsapp_flow",
         }
     }
+}
+
+/// What a flow step sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepType {
+    Text,
+    Buttons,
+    ApiFetch,
+    WhatsappFlow,
+    Transfer,
+}
+
+/// What a flow step waits for after sending its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    /// Nothing: the flow goes on to the next step at once.
+    #[default]
+    None,
+    /// Any text.
+    Text,
+    /// One of the step's buttons, by id or title.
+    Select,
+    /// A number.
+    Number,
+    /// An e-mail address.
+    Email,
+}
+
+/// Where a `transfer` step hands the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferConfig {
+    /// Target team; `None` is the general queue.
+    #[serde(default)]
+    pub team_id: Option<TeamId>,
+    /// Notes for the agents; `{{variables}}` are rendered.
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// The HTTP call of an `api_fetch` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiFetchConfig {
+    /// `{{variables}}` are rendered.
+    pub url: String,
+    #[serde(default = "default_fetch_method")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Sent as JSON after rendering `{{variables}}` in its strings.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Variable name → JSON pointer into the answer (`/order/status`).
+    #[serde(default)]
+    pub mapping: BTreeMap<String, String>,
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Sent when the call fails; the chatbot's fallback message when empty.
+    #[serde(default)]
+    pub on_error: String,
+}
+
+fn default_fetch_method() -> String {
+    "GET".into()
+}
+
+fn default_fetch_timeout_ms() -> u64 {
+    5000
+}
+
+/// The native flow of a `whatsapp_flow` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhatsappFlowConfig {
+    pub flow_id: String,
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+}
+
+/// One step of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowStep {
+    /// Generated at save when not given.
+    #[serde(default)]
+    pub id: String,
+    pub step_name: String,
+    #[serde(default)]
+    pub step_order: i32,
+    #[serde(default)]
+    pub message: String,
+    pub message_type: StepType,
+    #[serde(default)]
+    pub input_type: InputType,
+    #[serde(default)]
+    pub buttons: Vec<Button>,
+    #[serde(default)]
+    pub store_as: Option<String>,
+    #[serde(default)]
+    pub transfer_config: Option<TransferConfig>,
+    #[serde(default)]
+    pub api_config: Option<ApiFetchConfig>,
+    #[serde(default)]
+    pub whatsapp_flow: Option<WhatsappFlowConfig>,
+}
+
+/// A field of a panel section (seed `001`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PanelField {
+    pub key: String,
+    pub label: String,
+    #[serde(default)]
+    pub order: i32,
+    #[serde(default = "default_display_type")]
+    pub display_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+}
+
+fn default_display_type() -> String {
+    "text".into()
+}
+
+/// A section of the contact info panel (seed `001`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PanelSection {
+    pub id: String,
+    pub label: String,
+    #[serde(default = "default_columns")]
+    pub columns: u8,
+    #[serde(default)]
+    pub collapsible: bool,
+    #[serde(default)]
+    pub default_collapsed: bool,
+    #[serde(default)]
+    pub order: i32,
+    #[serde(default)]
+    pub fields: Vec<PanelField>,
+}
+
+fn default_columns() -> u8 {
+    1
+}
+
+/// Which session variables the agents' panel shows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PanelConfig {
+    #[serde(default)]
+    pub sections: Vec<PanelSection>,
+}
+
+/// A multi-step conversation flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    pub id: FlowId,
+    pub chatbot_id: ChatbotId,
+    pub name: String,
+    /// Words that start the flow, and `event:NAME` entries started by custom events.
+    #[serde(default)]
+    pub trigger_keywords: Vec<String>,
+    #[serde(default)]
+    pub initial_message: String,
+    #[serde(default)]
+    pub completion_message: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub panel_config: Option<PanelConfig>,
+    /// In `step_order`.
+    pub steps: Vec<FlowStep>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether a session runs, waits on a human, or is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    #[default]
+    Open,
+    Paused,
+    Closed,
+}
+
+/// A conversation's flow session: where it is in which flow, and what it collected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub tenant_id: TenantId,
+    pub conversation_id: ConversationId,
+    pub contact_id: ContactId,
+    pub chatbot_id: ChatbotId,
+    pub current_flow_id: Option<FlowId>,
+    /// The step's `step_name`.
+    pub current_step: Option<String>,
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    pub status: SessionStatus,
+    pub started_at: DateTime<Utc>,
+    pub last_activity: DateTime<Utc>,
+    #[serde(default)]
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// A team of agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Team {
+    pub id: TeamId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A human agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub email: String,
+    pub team_ids: Vec<TeamId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether a transfer waits for or has a human, or was handed back to the bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    #[default]
+    Active,
+    Resumed,
+}
+
+/// What opened a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferSource {
+    Flow,
+    Keyword,
+    Manual,
+}
+
+/// A hand-over of a conversation to a team (or the general queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub tenant_id: TenantId,
+    pub chatbot_id: ChatbotId,
+    pub conversation_id: ConversationId,
+    pub contact_id: ContactId,
+    pub contact_name: String,
+    pub phone_number: String,
+    pub status: TransferStatus,
+    pub source: TransferSource,
+    pub agent_id: Option<AgentId>,
+    pub team_id: Option<TeamId>,
+    pub notes: String,
+    pub transferred_at: DateTime<Utc>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub resumed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
 }

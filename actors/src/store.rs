@@ -20,8 +20,9 @@ pub use commit::{CommitStats, CommitTicket, GroupCommit};
 use keys::{join, millis, u64_be};
 
 use crate::model::{
-    ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, KeyId,
-    KeywordRule, Message, Reply, RuleId, StoredKey, Tenant, TenantId,
+    Agent, AgentId, ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, Flow, FlowId,
+    KeyId, KeywordRule, Message, Reply, RuleId, Session, SessionId, StoredKey, Team, TeamId, Tenant, TenantId, Transfer,
+    TransferId, TransferStatus,
 };
 use crate::model::MessageId;
 
@@ -85,6 +86,10 @@ pub struct ConversationWrite<'a> {
     pub messages: &'a [Message],
     /// The provider message id and the answer to replay for it.
     pub dedupe: Option<(&'a str, &'a HandleOutcome)>,
+    /// The conversation's session, when it changed.
+    pub session: Option<&'a Session>,
+    /// A transfer opened or changed in this turn.
+    pub transfer: Option<&'a Transfer>,
 }
 
 #[derive(Debug)]
@@ -115,6 +120,23 @@ struct Trees {
     dedupe: Tree,
     /// created ++ conversation ++ provider message id → ()
     dedupe_expiry: Tree,
+    /// chatbot ++ flow → Flow
+    flows: Tree,
+    /// session → Session
+    sessions: Tree,
+    /// tenant ++ started ++ session → ()
+    sessions_by_tenant: Tree,
+    /// tenant ++ team → Team
+    teams: Tree,
+    /// tenant ++ agent → Agent
+    agents: Tree,
+    /// transfer → Transfer
+    transfers: Tree,
+    /// tenant ++ transferred ++ transfer → ()
+    transfers_by_tenant: Tree,
+    /// tenant ++ queue (team id, or zeros for the general queue) ++ transferred ++ transfer → (),
+    /// for active transfers nobody has picked up yet
+    transfer_queue: Tree,
 }
 
 #[derive(Debug)]
@@ -167,6 +189,14 @@ impl Store {
             messages: tree("messages")?,
             dedupe: tree("dedupe")?,
             dedupe_expiry: tree("dedupe_expiry")?,
+            flows: tree("flows")?,
+            sessions: tree("sessions")?,
+            sessions_by_tenant: tree("sessions_by_tenant")?,
+            teams: tree("teams")?,
+            agents: tree("agents")?,
+            transfers: tree("transfers")?,
+            transfers_by_tenant: tree("transfers_by_tenant")?,
+            transfer_queue: tree("transfer_queue")?,
         };
         let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
         let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
@@ -456,6 +486,7 @@ impl Store {
         // Collect the writes per tree, then run one transaction over just the trees touched
         // (fewer trees, fewer locks on the hot path).
         let mut writes: Vec<(&Tree, Vec<(Vec<u8>, Vec<u8>)>)> = Vec::with_capacity(7);
+        let mut removals: Vec<(&Tree, Vec<u8>)> = Vec::new();
         let mut put = |tree: &'s Tree, key: Vec<u8>, value: Vec<u8>| match writes.iter_mut().find(|(t, _)| std::ptr::eq(*t, tree)) {
             Some((_, entries)) => entries.push((key, value)),
             None => writes.push((tree, vec![(key, value)])),
@@ -477,6 +508,27 @@ impl Store {
             put(&t.dedupe, key, record);
             put(&t.dedupe_expiry, expiry, Vec::new());
         }
+        if let Some(session) = write.session {
+            put(&t.sessions, session.id.as_bytes().to_vec(), encode(session)?);
+            put(&t.sessions_by_tenant, session_index(session), Vec::new());
+        }
+        let mut dequeue = None;
+        if let Some(transfer) = write.transfer {
+            put(&t.transfers, transfer.id.as_bytes().to_vec(), encode(transfer)?);
+            put(&t.transfers_by_tenant, transfer_index(transfer), Vec::new());
+            if transfer.status == TransferStatus::Active && transfer.agent_id.is_none() {
+                put(&t.transfer_queue, queue_key(transfer), Vec::new());
+            } else {
+                dequeue = Some(queue_key(transfer));
+            }
+        }
+        if let Some(key) = dequeue {
+            // The queue tree joins the transaction so the entry leaves it atomically.
+            if !writes.iter().any(|(t2, _)| std::ptr::eq(*t2, &t.transfer_queue)) {
+                writes.push((&t.transfer_queue, Vec::new()));
+            }
+            removals.push((&t.transfer_queue, key));
+        }
         if writes.is_empty() {
             return Ok(CommitTicket::NONE);
         }
@@ -485,6 +537,11 @@ impl Store {
             for (tree, (_, entries)) in tx.iter().zip(&writes) {
                 for (key, value) in entries {
                     tree.insert(key.as_slice(), value.as_slice())?;
+                }
+            }
+            for (tree, key) in &removals {
+                if let Some(at) = writes.iter().position(|(t2, _)| std::ptr::eq(*t2, *tree)) {
+                    tx[at].remove(key.as_slice())?;
                 }
             }
             Ok::<(), ConflictableTransactionError<StoreError>>(())
@@ -601,6 +658,189 @@ impl Store {
         }
         Ok(self.ticket())
     }
+}
+
+impl Store {
+    // --- flows ----------------------------------------------------------------------------
+
+    /// Inserts or replaces a flow.
+    pub fn put_flow(&self, flow: &Flow) -> Result<CommitTicket, StoreError> {
+        self.put(&self.trees().flows, &join(&[flow.chatbot_id.as_bytes(), flow.id.as_bytes()]), flow)
+    }
+
+    /// A flow of a chatbot.
+    pub fn flow(&self, bot: ChatbotId, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        self.get(&self.trees().flows, "flows", &join(&[bot.as_bytes(), id.as_bytes()]))
+    }
+
+    /// A chatbot's flows, oldest first.
+    pub fn flows_of(&self, bot: ChatbotId) -> Result<Vec<Flow>, StoreError> {
+        let mut flows: Vec<Flow> = self.scan(&self.trees().flows, "flows", bot.as_bytes())?;
+        flows.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(flows)
+    }
+
+    /// Deletes a flow; `None` when there was none.
+    pub fn delete_flow(&self, bot: ChatbotId, id: FlowId) -> Result<Option<CommitTicket>, StoreError> {
+        let removed = self.trees().flows.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
+        Ok(removed.map(|_| self.ticket()))
+    }
+
+    // --- sessions -------------------------------------------------------------------------
+
+    /// A session by id.
+    pub fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.get(&self.trees().sessions, "sessions", id.as_bytes())
+    }
+
+    /// The tenant's sessions, newest first, that `keep` accepts, at most `limit`.
+    pub fn sessions_of(
+        &self,
+        tenant: TenantId,
+        limit: usize,
+        mut keep: impl FnMut(&Session) -> bool,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees().sessions_by_tenant.scan_prefix(tenant.as_bytes()).keys().rev() {
+            let key = key?;
+            if let Some(session) = SessionId::from_slice(&key[24..]).map(|id| self.session(id)).transpose()?.flatten() {
+                if keep(&session) {
+                    out.push(session);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // --- teams and agents -----------------------------------------------------------------
+
+    /// Inserts or replaces a team.
+    pub fn put_team(&self, team: &Team) -> Result<CommitTicket, StoreError> {
+        self.put(&self.trees().teams, &join(&[team.tenant_id.as_bytes(), team.id.as_bytes()]), team)
+    }
+
+    /// A team of a tenant.
+    pub fn team(&self, tenant: TenantId, id: TeamId) -> Result<Option<Team>, StoreError> {
+        self.get(&self.trees().teams, "teams", &join(&[tenant.as_bytes(), id.as_bytes()]))
+    }
+
+    /// The tenant's teams, oldest first.
+    pub fn teams_of(&self, tenant: TenantId) -> Result<Vec<Team>, StoreError> {
+        let mut teams: Vec<Team> = self.scan(&self.trees().teams, "teams", tenant.as_bytes())?;
+        teams.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(teams)
+    }
+
+    /// Inserts or replaces an agent.
+    pub fn put_agent(&self, agent: &Agent) -> Result<CommitTicket, StoreError> {
+        self.put(&self.trees().agents, &join(&[agent.tenant_id.as_bytes(), agent.id.as_bytes()]), agent)
+    }
+
+    /// An agent of a tenant.
+    pub fn agent(&self, tenant: TenantId, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        self.get(&self.trees().agents, "agents", &join(&[tenant.as_bytes(), id.as_bytes()]))
+    }
+
+    /// The tenant's agents, oldest first.
+    pub fn agents_of(&self, tenant: TenantId) -> Result<Vec<Agent>, StoreError> {
+        let mut agents: Vec<Agent> = self.scan(&self.trees().agents, "agents", tenant.as_bytes())?;
+        agents.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(agents)
+    }
+
+    // --- transfers ------------------------------------------------------------------------
+
+    /// A transfer by id.
+    pub fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        self.get(&self.trees().transfers, "transfers", id.as_bytes())
+    }
+
+    /// The tenant's transfers, oldest first.
+    pub fn transfers_of(&self, tenant: TenantId) -> Result<Vec<Transfer>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees().transfers_by_tenant.scan_prefix(tenant.as_bytes()).keys() {
+            if let Some(t) = TransferId::from_slice(&key?[24..]).map(|id| self.transfer(id)).transpose()?.flatten() {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives the oldest unassigned active transfer of a queue (`team`, or the general queue
+    /// for `None`) to `agent`. Two concurrent pickups never get the same transfer: the claim
+    /// is a serializable transaction over the transfer and its queue entry.
+    pub fn pick_up(&self, tenant: TenantId, team: Option<TeamId>, agent: AgentId) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+        let t = self.trees();
+        let prefix = join(&[tenant.as_bytes(), &queue_id(team)]);
+        loop {
+            let Some(key) = t.transfer_queue.scan_prefix(&prefix).keys().next().transpose()? else { return Ok(None) };
+            let Some(id) = TransferId::from_slice(&key[key.len() - 16..]) else { return Ok(None) };
+            let claimed = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
+                if tx[1].get(&key)?.is_none() {
+                    return Ok(None); // somebody else took it; look again
+                }
+                tx[1].remove(&key)?;
+                let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };
+                let mut transfer: Transfer = decode("transfers", &bytes).map_err(ConflictableTransactionError::Abort)?;
+                if transfer.status != TransferStatus::Active || transfer.agent_id.is_some() {
+                    return Ok(None);
+                }
+                let at = crate::model::now();
+                transfer.agent_id = Some(agent);
+                transfer.assigned_at = Some(at);
+                transfer.updated_at = at;
+                let bytes = encode(&transfer).map_err(ConflictableTransactionError::Abort)?;
+                tx[0].insert(id.as_bytes().as_slice(), bytes)?;
+                Ok(Some(transfer))
+            })?;
+            if let Some(transfer) = claimed {
+                return Ok(Some((transfer, self.ticket())));
+            }
+        }
+    }
+
+    /// Assigns a transfer to `agent` (taking it out of its queue).
+    pub fn assign_transfer(&self, id: TransferId, agent: AgentId) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+        let t = self.trees();
+        let result = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
+            let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };
+            let mut transfer: Transfer = decode("transfers", &bytes).map_err(ConflictableTransactionError::Abort)?;
+            tx[1].remove(queue_key(&transfer))?;
+            let at = crate::model::now();
+            transfer.agent_id = Some(agent);
+            transfer.assigned_at = Some(at);
+            transfer.updated_at = at;
+            let bytes = encode(&transfer).map_err(ConflictableTransactionError::Abort)?;
+            tx[0].insert(id.as_bytes().as_slice(), bytes)?;
+            Ok(Some(transfer))
+        })?;
+        Ok(result.map(|t| (t, self.ticket())))
+    }
+}
+
+fn session_index(session: &Session) -> Vec<u8> {
+    join(&[session.tenant_id.as_bytes(), &u64_be(millis(session.started_at)), session.id.as_bytes()])
+}
+
+fn transfer_index(transfer: &Transfer) -> Vec<u8> {
+    join(&[transfer.tenant_id.as_bytes(), &u64_be(millis(transfer.transferred_at)), transfer.id.as_bytes()])
+}
+
+/// The queue part of a transfer-queue key: the team's id, or zeros for the general queue.
+fn queue_id(team: Option<TeamId>) -> [u8; 16] {
+    team.map_or([0; 16], |t| *t.as_bytes())
+}
+
+fn queue_key(transfer: &Transfer) -> Vec<u8> {
+    join(&[
+        transfer.tenant_id.as_bytes(),
+        &queue_id(transfer.team_id),
+        &u64_be(millis(transfer.transferred_at)),
+        transfer.id.as_bytes(),
+    ])
 }
 
 /// Where a page of conversations ended; opaque to clients as `"{created_ms}_{id}"`.
