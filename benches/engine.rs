@@ -17,26 +17,14 @@ const MESSAGE: &str = "Hello there, I ordered a blue jacket last week and \
 
 /// A rule whose keywords (none of which occur in [`MESSAGE`]) use the `index`-th match type.
 fn rule(index: usize) -> CompiledRule {
-    let match_type = [
-        MatchType::Exact,
-        MatchType::Contains,
-        MatchType::StartsWith,
-        MatchType::Regex,
-    ][index % 4];
+    let match_type = [MatchType::Exact, MatchType::Contains, MatchType::StartsWith, MatchType::Regex][index % 4];
     let keywords = match match_type {
-        MatchType::Regex => vec![
-            format!(r"\border\s*#?{index}\d*\b"),
-            format!(r"^refund\s+{index}"),
-            format!(r"ticket[-_ ]?{index}x"),
-        ],
-        _ => vec![
-            format!("keyword {index}"),
-            format!("topic{index}"),
-            format!("question number {index}"),
-        ],
+        MatchType::Regex => {
+            vec![format!(r"\border\s*#?{index}\d*\b"), format!(r"^refund\s+{index}"), format!(r"ticket[-_ ]?{index}x")]
+        }
+        _ => vec![format!("keyword {index}"), format!("topic{index}"), format!("question number {index}")],
     };
-    let created_at =
-        Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(index as i64);
+    let created_at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(index as i64);
     CompiledRule::compile(KeywordRule {
         id: RuleId(Uuid::from_u128(index as u128 + 1)),
         chatbot_id: ChatbotId(Uuid::from_u128(1)),
@@ -85,9 +73,7 @@ fn matching(c: &mut Criterion) {
 
 fn normalizing(c: &mut Criterion) {
     let text = format!("  {MESSAGE}!  \n");
-    c.bench_function("normalize a typical message", |b| {
-        b.iter(|| normalize(black_box(&text)))
-    });
+    c.bench_function("normalize a typical message", |b| b.iter(|| normalize(black_box(&text))));
 }
 
 criterion_group!(benches, matching, normalizing);

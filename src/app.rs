@@ -75,6 +75,12 @@ impl Application {
         let data_dir = settings.storage.data_dir.clone();
         let store = open_store(&settings)?;
         let bootstrap_key = bootstrap_admin_key(&store, &data_dir).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let configs = BotConfigs::default();
         let registry = Registry::start(
             store.clone(),
             RegistryConfig {
@@ -82,12 +88,14 @@ impl Application {
                 mailbox_capacity: settings.actors.mailbox_capacity.max(1),
                 idle_passivate: settings.idle_passivate(),
             },
+            configs.clone(),
+            http,
         );
         let secret = settings.auth.jwt_secret.expose_secret();
         let jwt = (!secret.is_empty()).then(|| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
         let listener = TcpListener::bind(settings.server.addr).with_context(|| format!("could not listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { store, registry, configs: BotConfigs::default(), settings: Arc::new(settings.clone()), jwt });
+        let state = web::Data::new(AppState { store, registry, configs, settings: Arc::new(settings.clone()), jwt });
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()

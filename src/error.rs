@@ -128,6 +128,8 @@ impl From<ConversationError> for ApiError {
     fn from(error: ConversationError) -> Self {
         match error {
             ConversationError::NotFound => ApiError::not_found("conversation"),
+            ConversationError::Missing(what) => ApiError::not_found(what),
+            ConversationError::Conflict(message) => ApiError::conflict(message),
             ConversationError::Store(e) => e.into(),
             ConversationError::Overloaded => ApiError::unavailable("this conversation is overloaded, retry shortly", 1),
             ConversationError::Unavailable | ConversationError::Passivated => {

@@ -32,7 +32,7 @@ impl BotConfigs {
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let Some(chatbot) = store.chatbot(id)? else { return Ok(None) };
-        let rules = BotRules::new(chatbot.settings.clone(), store.rules_of(id)?);
+        let rules = BotRules::new(chatbot.settings.clone(), store.rules_of(id)?, store.flows_of(id)?);
         let config = Arc::new(BotConfig { chatbot, rules });
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::SeqCst) == generation {

@@ -1,31 +1,48 @@
 //! The conversation actor: one per conversation, owner of its state.
 //!
 //! Every change to a conversation arrives here as a message, so a provider's message and an
-//! agent's pause never interleave. A turn computes the new state with the engine, writes it
-//! and its messages in one store transaction, updates memory only after that write
-//! succeeded, and answers with a commit ticket: the caller acknowledges once it is durable,
-//! while this actor is already free for the next message.
+//! agent's pause never interleave. A turn computes the new state with the pure engine (rules,
+//! flows, templating), collects everything it changes in a [`Turn`], writes it all in one
+//! store transaction, updates memory only after that write succeeded, and answers with a
+//! commit ticket: the caller acknowledges once it is durable, while this actor is already
+//! free for the next message.
+//!
+//! Turns that run a flow's `api_fetch` step await the HTTP call as an atomic actor future:
+//! the thread is never blocked, and no other message of this conversation interleaves.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::fut::{self, ActorFutureExt, WrapFuture};
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::botconfig::BotConfig;
-use crate::engine::{self, ReplyDraft};
+use crate::engine::flow::{self, FetchOutcome, FetchRequest, Progress};
+use crate::engine::{self, ReplyDraft, Route};
 use crate::model::{
-    now, Channel, Contact, ContactId, Conversation, ConversationId, ConversationStatus, Message,
-    MessageId, Reply, ReplyKind, Role,
+    now, Channel, Contact, ContactId, Conversation, ConversationId, ConversationStatus, Flow, FlowId, Message,
+    MessageId, Reply, ReplyKind, Role, Session, SessionId, SessionStatus, TeamId, Transfer, TransferId, TransferSource,
+    TransferStatus,
 };
 use crate::registry::Registry;
 use crate::store::{CommitTicket, ConversationWrite, HandleOutcome, Store, StoreError};
+
+/// Largest `api_fetch` answer read, in bytes.
+const MAX_FETCH_BODY: usize = 1 << 20;
 
 /// What can go wrong talking to a conversation.
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
     #[error("conversation not found")]
     NotFound,
+    /// Something the request names does not exist ("flow", "step", "session", "transfer").
+    #[error("{0} not found")]
+    Missing(&'static str),
+    /// The request does not fit the conversation's state.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The conversation's mailbox is full; try again shortly.
@@ -98,7 +115,7 @@ pub struct OpenConversation {
     pub origin: Origin,
 }
 
-/// Pause (`active = false`) or resume the bot.
+/// Pause (`active = false`) or resume the bot. A pause ends the active flow session.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Changed, ConversationError>")]
 pub struct SetBotActive {
@@ -106,7 +123,7 @@ pub struct SetBotActive {
     pub agent_id: Option<String>,
 }
 
-/// Change status, merge variables, replace metadata.
+/// Change status, merge variables (into the conversation and its open session), replace metadata.
 #[derive(Debug, Clone, Default, Message)]
 #[rtype(result = "Result<Changed, ConversationError>")]
 pub struct UpdateConversation {
@@ -124,6 +141,62 @@ pub struct PostAgentMessage {
     pub agent_id: Option<String>,
 }
 
+/// Record a channel event (`user_seen_message` updates `last_seen_at`; others are stored
+/// as a system message). Opens the conversation if needed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<EventHandled, ConversationError>")]
+pub struct RecordEvent {
+    pub bot: Arc<BotConfig>,
+    pub origin: Origin,
+    pub event: String,
+}
+
+/// Drive the conversation's flows from outside: merge a payload into the session, start a
+/// flow (at a step), jump to a step of the current flow, or deliver an event that starts
+/// the flows listening to `event:NAME`.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "Result<EventHandled, ConversationError>")]
+pub struct ApplyPayload {
+    pub bot: Option<Arc<BotConfig>>,
+    pub flow_id: Option<FlowId>,
+    pub step: Option<String>,
+    pub event: Option<String>,
+    pub payload: Option<Value>,
+}
+
+/// Open a transfer by hand (`POST /v1/transfers`): pauses the bot.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<TransferChanged, ConversationError>")]
+pub struct OpenTransfer {
+    pub bot: Arc<BotConfig>,
+    pub team_id: Option<TeamId>,
+    pub notes: String,
+}
+
+/// Hand a transferred conversation back to the bot.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<TransferChanged, ConversationError>")]
+pub struct ResumeTransfer {
+    pub transfer_id: TransferId,
+}
+
+/// What a session PATCH asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    Open,
+    Close,
+    Pause,
+    Resume,
+}
+
+/// Change the conversation's session status.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<SessionChanged, ConversationError>")]
+pub struct SetSessionStatus {
+    pub session_id: SessionId,
+    pub action: SessionAction,
+}
+
 /// Delete the conversation and everything in it.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<CommitTicket, ConversationError>")]
@@ -138,6 +211,8 @@ pub struct Drain;
 #[derive(Debug, Clone)]
 pub struct Changed {
     pub conversation: Conversation,
+    /// The conversation's session, if it has one.
+    pub session: Option<Session>,
     /// Whether this message created the conversation.
     pub created: bool,
     pub ticket: CommitTicket,
@@ -151,6 +226,29 @@ pub struct AgentMessagePosted {
     pub ticket: CommitTicket,
 }
 
+/// The result of events and payloads: like `handle`, plus the engine's trace.
+#[derive(Debug, Clone)]
+pub struct EventHandled {
+    pub conversation: Conversation,
+    pub replies: Vec<Reply>,
+    pub trace: Vec<String>,
+    pub ticket: CommitTicket,
+}
+
+/// The result of transfer changes.
+#[derive(Debug, Clone)]
+pub struct TransferChanged {
+    pub transfer: Transfer,
+    pub ticket: CommitTicket,
+}
+
+/// The result of session changes.
+#[derive(Debug, Clone)]
+pub struct SessionChanged {
+    pub session: Session,
+    pub ticket: CommitTicket,
+}
+
 /// The actor owning one conversation.
 #[derive(Debug)]
 pub struct ConversationActor {
@@ -158,10 +256,14 @@ pub struct ConversationActor {
     id: ConversationId,
     store: Store,
     registry: Registry,
+    /// For `api_fetch` steps.
+    http: reqwest::Client,
     /// Which registry entry this actor is, so a stale one never removes its successor.
     generation: u64,
     /// The conversation as last persisted; `None` until it is opened.
     conversation: Option<Conversation>,
+    /// Its latest session as last persisted.
+    session: Option<Session>,
     /// When the last message was handled, for passivation.
     last_active: Instant,
     idle_after: Duration,
@@ -170,24 +272,303 @@ pub struct ConversationActor {
     passivated: bool,
 }
 
+/// Everything one turn changes, written at its end in one transaction.
+#[derive(Debug)]
+struct Turn {
+    bot: Arc<BotConfig>,
+    at: DateTime<Utc>,
+    conversation: Conversation,
+    created: bool,
+    /// The contact as it stands, and whether this turn changed it.
+    contact: Option<Contact>,
+    contact_changed: bool,
+    session: Option<Session>,
+    session_changed: bool,
+    messages: Vec<Message>,
+    transfer: Option<Transfer>,
+    trace: Vec<String>,
+    /// Tickets of writes made before the turn's own (a new channel).
+    ticket: CommitTicket,
+}
+
+/// An `api_fetch` call the turn waits on.
+#[derive(Debug)]
+struct PendingFetch {
+    flow: Flow,
+    step: usize,
+    request: FetchRequest,
+}
+
+type TurnFuture = ResponseActFuture<ConversationActor, Result<Turn, ConversationError>>;
+
+impl Turn {
+    fn message(&mut self, role: Role, content: String, message_type: &str) -> &mut Message {
+        let seq = self.conversation.next_seq;
+        self.conversation.next_seq += 1;
+        self.conversation.last_message_at = Some(self.at);
+        self.messages.push(Message {
+            id: MessageId::new_random(),
+            conversation_id: self.conversation.id,
+            seq,
+            role,
+            content,
+            message_type: message_type.to_string(),
+            buttons: Vec::new(),
+            tokens_used: None,
+            provider_message_id: None,
+            agent_id: None,
+            whatsapp_flow: None,
+            created_at: self.at,
+        });
+        self.messages.last_mut().expect("just pushed")
+    }
+
+    /// Adds a bot reply.
+    fn reply(&mut self, draft: ReplyDraft) {
+        let kind = match draft.whatsapp_flow {
+            Some(_) => ReplyKind::WhatsappFlow,
+            None => ReplyKind::for_button_count(draft.buttons.len()),
+        };
+        let message = self.message(Role::Assistant, draft.text, kind.as_str());
+        message.buttons = draft.buttons;
+        message.whatsapp_flow = draft.whatsapp_flow;
+    }
+
+    fn replies(&self) -> Vec<Reply> {
+        self.messages.iter().filter(|m| m.role == Role::Assistant).map(as_reply).collect()
+    }
+
+    fn trace(&mut self, line: impl Into<String>) {
+        self.trace.push(line.into());
+    }
+
+    /// The open session, started (seeded with the conversation's variables) if there is none.
+    fn open_session(&mut self) -> &mut Session {
+        let reuse = self.session.as_ref().is_some_and(|s| s.status != SessionStatus::Closed);
+        if !reuse {
+            let c = &self.conversation;
+            let session = Session {
+                id: SessionId::new_random(),
+                tenant_id: c.tenant_id,
+                conversation_id: c.id,
+                contact_id: c.contact_id,
+                chatbot_id: c.chatbot_id,
+                current_flow_id: None,
+                current_step: None,
+                variables: c.variables.clone(),
+                status: SessionStatus::Open,
+                started_at: self.at,
+                last_activity: self.at,
+                closed_at: None,
+            };
+            self.conversation.session_id = Some(session.id);
+            self.session = Some(session);
+        }
+        self.session_changed = true;
+        self.session.as_mut().expect("session just ensured")
+    }
+
+    /// Ends the session if one is open or paused.
+    fn close_session(&mut self, why: &str) {
+        let at = self.at;
+        if let Some(session) = self.session.as_mut().filter(|s| s.status != SessionStatus::Closed) {
+            session.status = SessionStatus::Closed;
+            session.closed_at = Some(at);
+            session.last_activity = at;
+            self.session_changed = true;
+            self.trace.push(format!("session closed: {why}"));
+        }
+    }
+
+    /// Hands the conversation to a human: bot off, session over.
+    fn pause_bot(&mut self, why: &str) {
+        self.conversation.bot_active = false;
+        self.close_session(why);
+    }
+
+    /// Closes an open session that has been idle longer than the chatbot's timeout.
+    fn expire_session(&mut self) {
+        let minutes = self.bot.chatbot.settings.session_timeout_minutes;
+        let timeout = chrono::Duration::milliseconds((minutes * 60_000.0) as i64);
+        let expired = self.session.as_ref().is_some_and(|s| s.status == SessionStatus::Open && self.at - s.last_activity > timeout);
+        if expired {
+            self.close_session("idle longer than session_timeout_minutes");
+        }
+    }
+
+    /// The step the session waits at, if it still exists; a session pointing at a flow or
+    /// step that was edited away or disabled is closed instead.
+    fn waiting_step(&mut self) -> Option<(Flow, usize)> {
+        let session = self.session.as_ref().filter(|s| s.status == SessionStatus::Open)?;
+        let (flow_id, step) = (session.current_flow_id?, session.current_step.clone()?);
+        let found = self.bot.rules.flow(flow_id).filter(|f| f.enabled).and_then(|f| flow::find_step(f, &step).map(|i| (f.clone(), i)));
+        if found.is_none() {
+            self.close_session("its flow or step no longer exists");
+        }
+        found
+    }
+
+    fn variables(&self) -> Map<String, Value> {
+        match &self.session {
+            Some(s) if s.status != SessionStatus::Closed => s.variables.clone(),
+            _ => self.conversation.variables.clone(),
+        }
+    }
+
+    /// Opens a transfer to `team` (general queue when `None`) and pauses the bot.
+    fn open_transfer(&mut self, team: Option<TeamId>, notes: String, source: TransferSource) -> Transfer {
+        let c = &self.conversation;
+        let (contact_name, phone_number) = match &self.contact {
+            Some(contact) => (contact.display_name(), contact.phones.first().cloned().unwrap_or_else(|| c.provider_id.clone())),
+            None => (String::new(), c.provider_id.clone()),
+        };
+        let transfer = Transfer {
+            id: TransferId::new_random(),
+            tenant_id: c.tenant_id,
+            chatbot_id: c.chatbot_id,
+            conversation_id: c.id,
+            contact_id: c.contact_id,
+            contact_name,
+            phone_number,
+            status: TransferStatus::Active,
+            source,
+            agent_id: None,
+            team_id: team,
+            notes,
+            transferred_at: self.at,
+            assigned_at: None,
+            resumed_at: None,
+            updated_at: self.at,
+        };
+        self.conversation.status = ConversationStatus::Escalated;
+        self.pause_bot("transferred to a human");
+        self.trace(format!("transfer opened to {}", team.map_or("the general queue".to_string(), |t| format!("team {t}"))));
+        self.transfer = Some(transfer.clone());
+        transfer
+    }
+
+    /// Applies what a flow returned; the pending `api_fetch`, if any.
+    fn apply_progress(&mut self, flow: &Flow, progress: Progress) -> Option<PendingFetch> {
+        self.trace.extend(progress.trace);
+        for reply in progress.replies {
+            self.reply(reply);
+        }
+        let at = self.at;
+        let session = self.open_session();
+        session.last_activity = at;
+        session.current_flow_id = Some(flow.id);
+        match progress.position {
+            Some(position) => session.current_step = flow.steps.get(position.step).map(|s| s.step_name.clone()),
+            None => {
+                session.current_step = None;
+                let why = if progress.completed { "flow completed" } else { "flow ended" };
+                self.close_session(why);
+            }
+        }
+        if let Some(transfer) = progress.transfer {
+            self.open_transfer(transfer.team_id, transfer.notes, TransferSource::Flow);
+        }
+        match (progress.fetch, progress.position) {
+            (Some(request), Some(position)) => Some(PendingFetch { flow: flow.clone(), step: position.step, request }),
+            _ => None,
+        }
+    }
+
+    /// Starts `flow` (at `step`) in the open session.
+    fn start_flow(&mut self, flow: &Flow, step: Option<usize>) -> Option<PendingFetch> {
+        self.trace(format!("starting flow {:?}", flow.name));
+        let mut variables = self.open_session().variables.clone();
+        let progress = flow::start(flow, step, &mut variables);
+        self.open_session().variables = variables;
+        self.apply_progress(flow, progress)
+    }
+
+    /// Why the bot stays silent, if it does.
+    fn silenced(&self) -> Option<&'static str> {
+        if !self.bot.chatbot.settings.chatbot_enabled {
+            Some("chatbot disabled")
+        } else if !self.conversation.bot_active {
+            Some("bot paused on this conversation")
+        } else if self.session.as_ref().is_some_and(|s| s.status == SessionStatus::Paused) {
+            Some("session paused")
+        } else {
+            None
+        }
+    }
+
+    /// The bot's answer to a user's text, in API.md's order.
+    fn respond_to_text(&mut self, text: &str, first_message: bool) -> Option<PendingFetch> {
+        if let Some(why) = self.silenced() {
+            self.trace(format!("no reply: {why}"));
+            return None;
+        }
+        let bot = Arc::clone(&self.bot);
+        let settings = &bot.chatbot.settings;
+        let waiting = self.waiting_step();
+        match engine::route(&bot.rules, waiting.as_ref().map(|(f, i)| (f, *i)), text, first_message, self.at) {
+            Route::FlowInput { flow, step } => {
+                let mut variables = self.variables();
+                let progress = flow::take_input(flow, step, text, &mut variables);
+                self.open_session().variables = variables;
+                self.apply_progress(flow, progress)
+            }
+            Route::Transfer => {
+                self.trace("transfer keyword");
+                self.reply(ReplyDraft::new(&settings.transfer_message, &[]));
+                self.open_transfer(None, format!("Transfer keyword in: {text}"), TransferSource::Keyword);
+                None
+            }
+            Route::Closed => {
+                self.trace("outside business hours");
+                self.reply(ReplyDraft::new(&settings.business_hours.closed_message, &[]));
+                None
+            }
+            Route::StartFlow(flow) => self.start_flow(flow, None),
+            Route::Reply(decision) => {
+                self.trace(format!("{:?}", decision.reason));
+                for reply in decision.replies {
+                    self.reply(reply);
+                }
+                if decision.pause_bot {
+                    self.pause_bot("transfer");
+                }
+                None
+            }
+        }
+    }
+}
+
 impl ConversationActor {
     /// Builds the actor from the conversation's snapshot in `store`.
     pub(crate) fn load(
         id: ConversationId,
         store: Store,
         registry: Registry,
+        http: reqwest::Client,
         generation: u64,
         idle_after: Duration,
         mailbox_capacity: usize,
     ) -> Self {
-        let conversation = match store.conversation(id) {
-            Ok(c) => c,
+        let (conversation, session) = match load_snapshot(&store, id) {
+            Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(%error, conversation_id = %id, "could not load conversation snapshot");
-                None
+                (None, None)
             }
         };
-        Self { id, store, registry, generation, conversation, last_active: Instant::now(), idle_after, mailbox_capacity, passivated: false }
+        Self {
+            id,
+            store,
+            registry,
+            http,
+            generation,
+            conversation,
+            session,
+            last_active: Instant::now(),
+            idle_after,
+            mailbox_capacity,
+            passivated: false,
+        }
     }
 
     fn passivate(&mut self, ctx: &mut Context<Self>) {
@@ -196,7 +577,7 @@ impl ConversationActor {
         ctx.stop();
     }
 
-    /// Common start of every turn: bounce if passivated, note activity.
+    /// Common start of every message: bounce if passivated, note activity.
     fn begin(&mut self) -> Result<(), ConversationError> {
         if self.passivated {
             return Err(ConversationError::Passivated);
@@ -209,16 +590,42 @@ impl ConversationActor {
         self.conversation.as_ref().ok_or(ConversationError::NotFound)
     }
 
-    /// Opens the conversation (with its channel and contact) if needed and returns a working
-    /// copy plus the contact to write, without touching memory.
-    fn open(&self, bot: &BotConfig, origin: &Origin) -> Result<(Conversation, bool, Option<Contact>, CommitTicket), ConversationError> {
+    /// A turn on the existing conversation.
+    fn turn(&self, bot: Arc<BotConfig>) -> Result<Turn, ConversationError> {
+        let conversation = self.existing()?.clone();
+        let contact = self.store.contact(conversation.contact_id)?;
+        let mut turn = Turn {
+            bot,
+            at: now(),
+            conversation,
+            created: false,
+            contact,
+            contact_changed: false,
+            session: self.session.clone(),
+            session_changed: false,
+            messages: Vec::new(),
+            transfer: None,
+            trace: Vec::new(),
+            ticket: CommitTicket::NONE,
+        };
+        turn.expire_session();
+        Ok(turn)
+    }
+
+    /// A turn that opens the conversation (with its channel and contact) if needed.
+    fn open(&self, bot: Arc<BotConfig>, origin: &Origin) -> Result<Turn, ConversationError> {
         let at = now();
         let chatbot = &bot.chatbot;
         let contact_id = ContactId::derive(chatbot.id, &origin.provider_id);
         let existing_contact = self.store.contact(contact_id)?;
-        let contact = merge_contact(existing_contact.as_ref(), contact_id, bot, origin);
-        if let Some(c) = &self.conversation {
-            return Ok((c.clone(), false, contact, CommitTicket::NONE));
+        let merged = merge_contact(existing_contact.as_ref(), contact_id, &bot, origin);
+        let contact_changed = merged.is_some() || existing_contact.is_none();
+        let contact = merged.or(existing_contact).unwrap_or_else(|| new_contact(contact_id, &bot, origin));
+        if self.conversation.is_some() {
+            let mut turn = self.turn(bot)?;
+            turn.contact = Some(contact);
+            turn.contact_changed = contact_changed;
+            return Ok(turn);
         }
         let channel = Channel {
             id: origin.channel_id.clone(),
@@ -247,20 +654,117 @@ impl ConversationActor {
             metadata: Value::Null,
             last_message_at: None,
             last_seen_at: None,
+            session_id: None,
             created_at: at,
             updated_at: at,
         };
-        let contact = contact.or_else(|| existing_contact.is_none().then(|| new_contact(contact_id, bot, origin)));
-        Ok((conversation, true, contact, ticket))
+        Ok(Turn {
+            bot,
+            at,
+            conversation,
+            created: true,
+            contact: Some(contact),
+            contact_changed,
+            session: None,
+            session_changed: false,
+            messages: Vec::new(),
+            transfer: None,
+            trace: Vec::new(),
+            ticket,
+        })
     }
 
     /// Writes a turn and, once written, makes it the actor's state.
-    fn commit(&mut self, write: ConversationWrite<'_>) -> Result<CommitTicket, ConversationError> {
-        let ticket = self.store.write_conversation(&write)?;
-        if let Some(c) = write.conversation {
-            self.conversation = Some(c.clone());
-        }
-        Ok(ticket)
+    fn commit(&mut self, turn: &mut Turn, dedupe: Option<(&str, &HandleOutcome)>) -> Result<CommitTicket, ConversationError> {
+        turn.conversation.updated_at = turn.at;
+        let ticket = self.store.write_conversation(&ConversationWrite {
+            conversation: Some(&turn.conversation),
+            created: turn.created,
+            contact: turn.contact.as_ref().filter(|_| turn.contact_changed),
+            messages: &turn.messages,
+            dedupe,
+            session: turn.session.as_ref().filter(|_| turn.session_changed),
+            transfer: turn.transfer.as_ref(),
+        })?;
+        self.conversation = Some(turn.conversation.clone());
+        self.session = turn.session.clone();
+        Ok(ticket.max(turn.ticket))
+    }
+
+    /// Runs pending `api_fetch` calls one after another, feeding each answer to the flow.
+    fn drive(&mut self, mut turn: Turn, pending: Option<PendingFetch>) -> TurnFuture {
+        let Some(PendingFetch { flow, step, request }) = pending else {
+            return Box::pin(fut::ready(Ok(turn)));
+        };
+        turn.trace(format!("api_fetch {} {}", request.method, request.url));
+        let call = fetch(self.http.clone(), request);
+        Box::pin(call.into_actor(self).then(move |outcome, actor, _ctx| {
+            if let FetchOutcome::Failed(why) = &outcome {
+                turn.trace(format!("api_fetch failed: {why}"));
+                tracing::warn!(conversation_id = %turn.conversation.id, error = %why, "api_fetch step failed");
+            }
+            let fallback = turn.bot.chatbot.settings.fallback_message.clone();
+            let mut variables = turn.variables();
+            let progress = flow::take_fetch(&flow, step, outcome, &mut variables, &fallback);
+            turn.open_session().variables = variables;
+            let next = turn.apply_progress(&flow, progress);
+            actor.drive(turn, next)
+        }))
+    }
+
+    /// Finishes an event-like turn: write and answer.
+    fn finish_event(&mut self, mut turn: Turn) -> Result<EventHandled, ConversationError> {
+        let ticket = self.commit(&mut turn, None)?;
+        Ok(EventHandled { replies: turn.replies(), trace: turn.trace, conversation: turn.conversation, ticket })
+    }
+
+    fn changed(&self, created: bool, ticket: CommitTicket) -> Result<Changed, ConversationError> {
+        Ok(Changed { conversation: self.existing()?.clone(), session: self.session.clone(), created, ticket })
+    }
+}
+
+fn load_snapshot(store: &Store, id: ConversationId) -> Result<(Option<Conversation>, Option<Session>), StoreError> {
+    let conversation = store.conversation(id)?;
+    let session = match conversation.as_ref().and_then(|c| c.session_id) {
+        Some(session) => store.session(session)?,
+        None => None,
+    };
+    Ok((conversation, session))
+}
+
+/// Performs an `api_fetch` call with its timeout; any failure is an outcome, never an error.
+async fn fetch(client: reqwest::Client, request: FetchRequest) -> FetchOutcome {
+    let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return FetchOutcome::Failed(format!("bad method {}", request.method)),
+    };
+    let mut builder = client.request(method, &request.url).timeout(request.timeout);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.json(body);
+    }
+    let response = match builder.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return FetchOutcome::Failed("timed out".into()),
+        Err(e) => return FetchOutcome::Failed(format!("request failed: {e}")),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        return FetchOutcome::Failed(format!("HTTP {status}"));
+    }
+    if response.content_length().is_some_and(|n| n as usize > MAX_FETCH_BODY) {
+        return FetchOutcome::Failed("answer too large".into());
+    }
+    match response.bytes().await {
+        Ok(bytes) if bytes.len() <= MAX_FETCH_BODY => match serde_json::from_slice(&bytes) {
+            Ok(value) => FetchOutcome::Json(value),
+            Err(_) => FetchOutcome::Failed("answer is not JSON".into()),
+        },
+        Ok(_) => FetchOutcome::Failed("answer too large".into()),
+        Err(e) if e.is_timeout() => FetchOutcome::Failed("timed out".into()),
+        Err(e) => FetchOutcome::Failed(format!("reading the answer failed: {e}")),
     }
 }
 
@@ -306,30 +810,17 @@ fn merge_contact(existing: Option<&Contact>, id: ContactId, bot: &BotConfig, ori
     Some(contact)
 }
 
-fn reply_message(conversation: ConversationId, seq: u64, draft: &ReplyDraft) -> Message {
-    Message {
-        id: MessageId::new_random(),
-        conversation_id: conversation,
-        seq,
-        role: Role::Assistant,
-        content: draft.text.clone(),
-        message_type: ReplyKind::for_button_count(draft.buttons.len()).as_str().to_string(),
-        buttons: draft.buttons.clone(),
-        tokens_used: None,
-        provider_message_id: None,
-        agent_id: None,
-        created_at: now(),
-    }
-}
-
 /// A stored reply message as the reply the channel receives.
 pub fn as_reply(message: &Message) -> Reply {
     Reply {
         id: message.id,
-        kind: ReplyKind::for_button_count(message.buttons.len()),
+        kind: match message.whatsapp_flow {
+            Some(_) => ReplyKind::WhatsappFlow,
+            None => ReplyKind::for_button_count(message.buttons.len()),
+        },
         text: message.content.clone(),
         buttons: message.buttons.clone(),
-        whatsapp_flow: None,
+        whatsapp_flow: message.whatsapp_flow.clone(),
     }
 }
 
@@ -354,72 +845,65 @@ impl Actor for ConversationActor {
 }
 
 impl Handler<HandleIncoming> for ConversationActor {
-    type Result = Result<Handled, ConversationError>;
+    type Result = AtomicResponse<Self, Result<Handled, ConversationError>>;
 
     #[tracing::instrument(skip_all, fields(conversation_id = %self.id))]
     fn handle(&mut self, msg: HandleIncoming, _ctx: &mut Self::Context) -> Self::Result {
+        let started = self.start_incoming(msg);
+        AtomicResponse::new(match started {
+            Err(error) => Box::pin(fut::ready(Err(error))),
+            Ok(Incoming::Duplicate(handled)) => Box::pin(fut::ready(Ok(handled))),
+            Ok(Incoming::Run { turn, pending, user_message, provider_message_id }) => {
+                Box::pin(self.drive(turn, pending).map(move |turn, actor, _ctx| {
+                    let mut turn = turn?;
+                    let outcome = HandleOutcome {
+                        conversation_id: turn.conversation.id,
+                        contact_id: turn.conversation.contact_id,
+                        message_id: user_message,
+                        bot_active: turn.conversation.bot_active,
+                        replies: turn.replies(),
+                    };
+                    let ticket = actor.commit(&mut turn, provider_message_id.as_deref().map(|p| (p, &outcome)))?;
+                    Ok(Handled { outcome, duplicate: false, ticket })
+                }))
+            }
+        })
+    }
+}
+
+/// How an incoming message starts.
+enum Incoming {
+    Duplicate(Handled),
+    Run { turn: Turn, pending: Option<PendingFetch>, user_message: MessageId, provider_message_id: Option<String> },
+}
+
+impl ConversationActor {
+    fn start_incoming(&mut self, msg: HandleIncoming) -> Result<Incoming, ConversationError> {
         self.begin()?;
         let HandleIncoming { bot, origin, message } = msg;
         if let Some(pmid) = &message.provider_message_id {
             if self.conversation.is_some() {
                 if let Some(outcome) = self.store.dedupe(self.id, pmid)? {
                     // The first answer may still be on its way to disk; wait for it too.
-                    return Ok(Handled { outcome, duplicate: true, ticket: self.store.ticket_for_all() });
+                    return Ok(Incoming::Duplicate(Handled { outcome, duplicate: true, ticket: self.store.ticket_for_all() }));
                 }
             }
         }
-        let (mut conversation, created, contact, channel_ticket) = self.open(&bot, &origin)?;
-        let at = now();
-        let first_message = conversation.next_seq == 1;
-        let mut messages = Vec::with_capacity(3);
-        let user_message = Message {
-            id: MessageId::new_random(),
-            conversation_id: self.id,
-            seq: conversation.next_seq,
-            role: if message.from_me { Role::Agent } else { Role::User },
-            content: message.text.clone(),
-            message_type: message.message_type.clone(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: message.provider_message_id.clone(),
-            agent_id: None,
-            created_at: at,
+        let mut turn = self.open(bot, &origin)?;
+        let first_message = turn.conversation.next_seq == 1;
+        let role = if message.from_me { Role::Agent } else { Role::User };
+        let user_message = turn.message(role, message.text.clone(), &message.message_type);
+        user_message.provider_message_id = message.provider_message_id.clone();
+        let user_message = user_message.id;
+        let pending = if message.from_me {
+            if turn.bot.chatbot.settings.auto_pause_on_agent_message {
+                turn.pause_bot("a human answered from the phone");
+            }
+            None
+        } else {
+            turn.respond_to_text(&message.text, first_message)
         };
-        let message_id = user_message.id;
-        messages.push(user_message);
-        let settings = &bot.rules.settings;
-        if message.from_me {
-            if settings.auto_pause_on_agent_message {
-                conversation.bot_active = false;
-            }
-        } else if settings.chatbot_enabled && conversation.bot_active {
-            let decision = engine::respond(&bot.rules, &message.text, first_message);
-            for draft in &decision.replies {
-                messages.push(reply_message(self.id, conversation.next_seq + messages.len() as u64, draft));
-            }
-            if decision.pause_bot {
-                conversation.bot_active = false;
-            }
-        }
-        conversation.next_seq += messages.len() as u64;
-        conversation.last_message_at = Some(at);
-        conversation.updated_at = at;
-        let outcome = HandleOutcome {
-            conversation_id: self.id,
-            contact_id: conversation.contact_id,
-            message_id,
-            bot_active: conversation.bot_active,
-            replies: messages.iter().filter(|m| m.role == Role::Assistant).map(as_reply).collect(),
-        };
-        let ticket = self.commit(ConversationWrite {
-            conversation: Some(&conversation),
-            created,
-            contact: contact.as_ref(),
-            messages: &messages,
-            dedupe: message.provider_message_id.as_deref().map(|p| (p, &outcome)),
-            ..ConversationWrite::default()
-        })?;
-        Ok(Handled { outcome, duplicate: false, ticket: ticket.max(channel_ticket) })
+        Ok(Incoming::Run { turn, pending, user_message, provider_message_id: message.provider_message_id })
     }
 }
 
@@ -428,17 +912,13 @@ impl Handler<OpenConversation> for ConversationActor {
 
     fn handle(&mut self, msg: OpenConversation, _ctx: &mut Self::Context) -> Self::Result {
         self.begin()?;
-        let (conversation, created, contact, channel_ticket) = self.open(&msg.bot, &msg.origin)?;
-        if !created && contact.is_none() {
-            return Ok(Changed { conversation, created, ticket: CommitTicket::NONE });
+        let mut turn = self.open(msg.bot, &msg.origin)?;
+        if !turn.created && !turn.contact_changed {
+            return self.changed(false, CommitTicket::NONE);
         }
-        let ticket = self.commit(ConversationWrite {
-            conversation: Some(&conversation),
-            created,
-            contact: contact.as_ref(),
-            ..ConversationWrite::default()
-        })?;
-        Ok(Changed { conversation, created, ticket: ticket.max(channel_ticket) })
+        let created = turn.created;
+        let ticket = self.commit(&mut turn, None)?;
+        self.changed(created, ticket)
     }
 }
 
@@ -448,11 +928,16 @@ impl Handler<SetBotActive> for ConversationActor {
     #[tracing::instrument(skip_all, fields(conversation_id = %self.id, active = msg.active))]
     fn handle(&mut self, msg: SetBotActive, _ctx: &mut Self::Context) -> Self::Result {
         self.begin()?;
-        let mut conversation = self.existing()?.clone();
-        conversation.bot_active = msg.active;
-        conversation.updated_at = now();
-        let ticket = self.commit(ConversationWrite { conversation: Some(&conversation), ..ConversationWrite::default() })?;
-        Ok(Changed { conversation, created: false, ticket })
+        let conversation = self.existing()?.clone();
+        let bot = self.registry.bot_config(conversation.chatbot_id)?;
+        let mut turn = self.turn(bot)?;
+        if msg.active {
+            turn.conversation.bot_active = true;
+        } else {
+            turn.pause_bot("bot paused by an agent");
+        }
+        let ticket = self.commit(&mut turn, None)?;
+        self.changed(false, ticket)
     }
 }
 
@@ -461,19 +946,24 @@ impl Handler<UpdateConversation> for ConversationActor {
 
     fn handle(&mut self, msg: UpdateConversation, _ctx: &mut Self::Context) -> Self::Result {
         self.begin()?;
-        let mut conversation = self.existing()?.clone();
+        let conversation = self.existing()?.clone();
+        let bot = self.registry.bot_config(conversation.chatbot_id)?;
+        let mut turn = self.turn(bot)?;
         if let Some(status) = msg.status {
-            conversation.status = status;
+            turn.conversation.status = status;
         }
         if let Some(variables) = msg.variables {
-            conversation.variables.extend(variables);
+            turn.conversation.variables.extend(variables.clone());
+            if let Some(session) = turn.session.as_mut().filter(|s| s.status != SessionStatus::Closed) {
+                session.variables.extend(variables);
+                turn.session_changed = true;
+            }
         }
         if let Some(metadata) = msg.metadata {
-            conversation.metadata = metadata;
+            turn.conversation.metadata = metadata;
         }
-        conversation.updated_at = now();
-        let ticket = self.commit(ConversationWrite { conversation: Some(&conversation), ..ConversationWrite::default() })?;
-        Ok(Changed { conversation, created: false, ticket })
+        let ticket = self.commit(&mut turn, None)?;
+        self.changed(false, ticket)
     }
 }
 
@@ -482,33 +972,179 @@ impl Handler<PostAgentMessage> for ConversationActor {
 
     fn handle(&mut self, msg: PostAgentMessage, _ctx: &mut Self::Context) -> Self::Result {
         self.begin()?;
-        let mut conversation = self.existing()?.clone();
-        let at = now();
-        let message = Message {
-            id: MessageId::new_random(),
-            conversation_id: self.id,
-            seq: conversation.next_seq,
-            role: Role::Agent,
-            content: msg.content,
-            message_type: "text".into(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: None,
-            agent_id: msg.agent_id,
-            created_at: at,
-        };
-        conversation.next_seq += 1;
-        conversation.last_message_at = Some(at);
-        conversation.updated_at = at;
-        if msg.bot.rules.settings.auto_pause_on_agent_message {
-            conversation.bot_active = false;
+        let mut turn = self.turn(msg.bot)?;
+        let message = turn.message(Role::Agent, msg.content, "text");
+        message.agent_id = msg.agent_id;
+        let message = message.clone();
+        if turn.bot.chatbot.settings.auto_pause_on_agent_message {
+            turn.pause_bot("an agent answered");
         }
-        let ticket = self.commit(ConversationWrite {
-            conversation: Some(&conversation),
-            messages: std::slice::from_ref(&message),
-            ..ConversationWrite::default()
-        })?;
-        Ok(AgentMessagePosted { message, conversation, ticket })
+        let ticket = self.commit(&mut turn, None)?;
+        Ok(AgentMessagePosted { message, conversation: turn.conversation, ticket })
+    }
+}
+
+impl Handler<RecordEvent> for ConversationActor {
+    type Result = Result<EventHandled, ConversationError>;
+
+    fn handle(&mut self, msg: RecordEvent, _ctx: &mut Self::Context) -> Self::Result {
+        self.begin()?;
+        let mut turn = self.open(msg.bot, &msg.origin)?;
+        if msg.event == "user_seen_message" {
+            turn.conversation.last_seen_at = Some(turn.at);
+            turn.trace("last_seen_at updated");
+        } else {
+            turn.message(Role::System, msg.event.clone(), "event");
+            turn.trace(format!("event {:?} recorded", msg.event));
+        }
+        self.finish_event(turn)
+    }
+}
+
+impl Handler<ApplyPayload> for ConversationActor {
+    type Result = AtomicResponse<Self, Result<EventHandled, ConversationError>>;
+
+    fn handle(&mut self, msg: ApplyPayload, _ctx: &mut Self::Context) -> Self::Result {
+        let started = self.start_payload(msg);
+        AtomicResponse::new(match started {
+            Err(error) => Box::pin(fut::ready(Err(error))),
+            Ok((turn, pending)) => {
+                Box::pin(self.drive(turn, pending).map(|turn, actor, _ctx| actor.finish_event(turn?)))
+            }
+        })
+    }
+}
+
+impl ConversationActor {
+    fn start_payload(&mut self, msg: ApplyPayload) -> Result<(Turn, Option<PendingFetch>), ConversationError> {
+        self.begin()?;
+        let conversation = self.existing()?;
+        let bot = match msg.bot {
+            Some(bot) => bot,
+            None => self.registry.bot_config(conversation.chatbot_id)?,
+        };
+        let mut turn = self.turn(bot)?;
+        if let Some(payload) = msg.payload {
+            let session = turn.open_session();
+            match payload {
+                Value::Object(fields) => session.variables.extend(fields),
+                other => {
+                    session.variables.insert("event_payload".into(), other);
+                }
+            }
+            turn.trace("payload merged into the session variables");
+        }
+        if let Some(why) = turn.silenced() {
+            turn.trace(format!("no flow runs: {why}"));
+            return Ok((turn, None));
+        }
+        let bot = Arc::clone(&turn.bot);
+        let pending = if let Some(flow_id) = msg.flow_id {
+            let flow = bot.rules.flow(flow_id).ok_or(ConversationError::Missing("flow"))?;
+            let step = match &msg.step {
+                Some(step) => Some(flow::find_step(flow, step).ok_or(ConversationError::Missing("step"))?),
+                None => None,
+            };
+            turn.start_flow(flow, step)
+        } else if let Some(step) = &msg.step {
+            let flow_id = turn
+                .session
+                .as_ref()
+                .filter(|s| s.status != SessionStatus::Closed)
+                .and_then(|s| s.current_flow_id)
+                .ok_or_else(|| ConversationError::Conflict("stepId without flowId needs a flow in progress".into()))?;
+            let flow = bot.rules.flow(flow_id).ok_or(ConversationError::Missing("flow"))?;
+            let index = flow::find_step(flow, step).ok_or(ConversationError::Missing("step"))?;
+            turn.start_flow(flow, Some(index))
+        } else if let Some(event) = &msg.event {
+            match flow::triggered_by_event(&bot.rules.flows, event) {
+                Some(flow) => turn.start_flow(flow, None),
+                None => {
+                    turn.trace(format!("no flow listens to event:{event}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok((turn, pending))
+    }
+}
+
+impl Handler<OpenTransfer> for ConversationActor {
+    type Result = Result<TransferChanged, ConversationError>;
+
+    fn handle(&mut self, msg: OpenTransfer, _ctx: &mut Self::Context) -> Self::Result {
+        self.begin()?;
+        let mut turn = self.turn(msg.bot)?;
+        let transfer = turn.open_transfer(msg.team_id, msg.notes, TransferSource::Manual);
+        let ticket = self.commit(&mut turn, None)?;
+        Ok(TransferChanged { transfer, ticket })
+    }
+}
+
+impl Handler<ResumeTransfer> for ConversationActor {
+    type Result = Result<TransferChanged, ConversationError>;
+
+    fn handle(&mut self, msg: ResumeTransfer, _ctx: &mut Self::Context) -> Self::Result {
+        self.begin()?;
+        let conversation = self.existing()?.clone();
+        let mut transfer = self.store.transfer(msg.transfer_id)?.filter(|t| t.conversation_id == self.id).ok_or(ConversationError::Missing("transfer"))?;
+        let bot = self.registry.bot_config(conversation.chatbot_id)?;
+        let mut turn = self.turn(bot)?;
+        let at = turn.at;
+        if transfer.status == TransferStatus::Active {
+            transfer.status = TransferStatus::Resumed;
+            transfer.resumed_at = Some(at);
+            transfer.updated_at = at;
+        }
+        turn.conversation.bot_active = true;
+        if turn.conversation.status == ConversationStatus::Escalated {
+            turn.conversation.status = ConversationStatus::Active;
+        }
+        turn.transfer = Some(transfer.clone());
+        let ticket = self.commit(&mut turn, None)?;
+        Ok(TransferChanged { transfer, ticket })
+    }
+}
+
+impl Handler<SetSessionStatus> for ConversationActor {
+    type Result = Result<SessionChanged, ConversationError>;
+
+    fn handle(&mut self, msg: SetSessionStatus, _ctx: &mut Self::Context) -> Self::Result {
+        self.begin()?;
+        let conversation = self.existing()?.clone();
+        if self.session.as_ref().map(|s| s.id) != Some(msg.session_id) {
+            // An older session of this conversation: it is closed for good.
+            let session = self.store.session(msg.session_id)?.ok_or(ConversationError::Missing("session"))?;
+            return match msg.action {
+                SessionAction::Close => Ok(SessionChanged { session, ticket: CommitTicket::NONE }),
+                _ => Err(ConversationError::Conflict("this session was replaced by a newer one and cannot be reopened".into())),
+            };
+        }
+        let bot = self.registry.bot_config(conversation.chatbot_id)?;
+        let mut turn = self.turn(bot)?;
+        let at = turn.at;
+        let session = turn.session.as_mut().ok_or(ConversationError::Missing("session"))?;
+        match msg.action {
+            SessionAction::Pause if session.status != SessionStatus::Closed => session.status = SessionStatus::Paused,
+            SessionAction::Pause => return Err(ConversationError::Conflict("a closed session cannot be paused".into())),
+            SessionAction::Resume | SessionAction::Open => {
+                session.status = SessionStatus::Open;
+                session.closed_at = None;
+            }
+            SessionAction::Close => {
+                if session.status != SessionStatus::Closed {
+                    session.status = SessionStatus::Closed;
+                    session.closed_at = Some(at);
+                }
+            }
+        }
+        session.last_activity = at;
+        turn.session_changed = true;
+        let ticket = self.commit(&mut turn, None)?;
+        let session = self.session.clone().ok_or(ConversationError::Missing("session"))?;
+        Ok(SessionChanged { session, ticket })
     }
 }
 
@@ -520,6 +1156,7 @@ impl Handler<DeleteConversation> for ConversationActor {
         let conversation = self.existing()?.clone();
         let ticket = self.store.delete_conversation(&conversation)?;
         self.conversation = None;
+        self.session = None;
         self.passivate(ctx);
         Ok(ticket)
     }

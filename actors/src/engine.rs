@@ -7,10 +7,12 @@ pub mod hours;
 pub mod rules;
 pub mod template;
 
-use crate::model::{Button, Settings, WhatsappFlowRef};
+use chrono::{DateTime, Utc};
+
+use crate::model::{Button, Flow, Settings, WhatsappFlowRef};
 use rules::{CompiledRule, KeywordMatcher};
 
-/// A chatbot's configuration, ready for the engine: settings plus rules compiled and sorted.
+/// A chatbot's configuration, ready for the engine: settings, rules compiled and sorted, flows.
 #[derive(Debug, Clone)]
 pub struct BotRules {
     pub settings: Settings,
@@ -18,12 +20,14 @@ pub struct BotRules {
     pub rules: Vec<CompiledRule>,
     /// The settings' `transfer_keywords` as a whole-word matcher, if any are set.
     pub transfer: Option<KeywordMatcher>,
+    /// The chatbot's flows, oldest first (the first whose trigger matches starts).
+    pub flows: Vec<Flow>,
 }
 
 impl BotRules {
-    /// Prepares `settings` and `rules` for matching. Rules that fail to compile (which
+    /// Prepares `settings`, `rules` and `flows` for matching. Rules that fail to compile (which
     /// validation at save time prevents) are left out rather than failing every message.
-    pub fn new(settings: Settings, rules: Vec<crate::model::KeywordRule>) -> Self {
+    pub fn new(settings: Settings, rules: Vec<crate::model::KeywordRule>, flows: Vec<Flow>) -> Self {
         let mut compiled: Vec<CompiledRule> = rules.into_iter().filter_map(|r| CompiledRule::compile(r).ok()).collect();
         rules::sort_for_matching(&mut compiled);
         let transfer = if settings.transfer_keywords.iter().any(|k| !k.trim().is_empty()) {
@@ -32,8 +36,53 @@ impl BotRules {
         } else {
             None
         };
-        Self { settings, rules: compiled, transfer }
+        Self { settings, rules: compiled, transfer, flows }
     }
+
+    /// A flow by id.
+    pub fn flow(&self, id: crate::model::FlowId) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.id == id)
+    }
+}
+
+/// Which part of the bot takes an incoming text, in the order API.md gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route<'a> {
+    /// 1. The flow step waiting for input takes it.
+    FlowInput { flow: &'a Flow, step: usize },
+    /// 2. A transfer keyword: hand over to the general queue.
+    Transfer,
+    /// Outside business hours: the closed message instead of steps 3–6.
+    Closed,
+    /// 3. A flow whose trigger matches starts.
+    StartFlow(&'a Flow),
+    /// 4–6. A rule, the greeting or the fallback.
+    Reply(Decision),
+}
+
+/// Decides who answers `text`. `waiting` is the flow step the conversation's session waits
+/// at, if any. Callers have already checked that the bot is enabled, active and not paused.
+pub fn route<'a>(
+    bot: &'a BotRules,
+    waiting: Option<(&'a Flow, usize)>,
+    text: &str,
+    first_message: bool,
+    now: DateTime<Utc>,
+) -> Route<'a> {
+    if let Some((flow, step)) = waiting {
+        return Route::FlowInput { flow, step };
+    }
+    let normalized = rules::normalize(text);
+    if bot.transfer.as_ref().is_some_and(|t| t.matches(&normalized)) {
+        return Route::Transfer;
+    }
+    if bot.settings.business_hours_enabled && !hours::is_open(&bot.settings.business_hours, now) {
+        return Route::Closed;
+    }
+    if let Some(flow) = flow::triggered_by(&bot.flows, &normalized) {
+        return Route::StartFlow(flow);
+    }
+    Route::Reply(respond(bot, text, first_message))
 }
 
 /// A reply for the actor to store and send.
@@ -129,14 +178,14 @@ mod tests {
 
     #[test]
     fn the_first_message_gets_the_greeting_and_later_ones_the_fallback() {
-        let bot = BotRules::new(Settings::default(), vec![]);
+        let bot = BotRules::new(Settings::default(), vec![], vec![]);
         assert_eq!(respond(&bot, "anything", true).reason, Reason::Greeting);
         assert_eq!(respond(&bot, "anything", false).reason, Reason::Fallback);
     }
 
     #[test]
     fn a_matching_rule_answers_before_the_greeting() {
-        let bot = BotRules::new(Settings::default(), vec![rule("hours", MatchType::Contains, 1, "9 to 5")]);
+        let bot = BotRules::new(Settings::default(), vec![rule("hours", MatchType::Contains, 1, "9 to 5")], vec![]);
         let decision = respond(&bot, "  What are your HOURS?", true);
         assert_eq!(decision.replies[0].text, "9 to 5");
     }
@@ -145,14 +194,14 @@ mod tests {
     fn the_higher_priority_rule_wins() {
         let low = rule("order", MatchType::Contains, 1, "low");
         let high = rule("order", MatchType::Contains, 9, "high");
-        let bot = BotRules::new(Settings::default(), vec![low, high]);
+        let bot = BotRules::new(Settings::default(), vec![low, high], vec![]);
         assert_eq!(respond(&bot, "my order", false).replies[0].text, "high");
     }
 
     #[test]
     fn a_transfer_keyword_pauses_the_bot_with_the_transfer_message() {
         let settings = Settings { transfer_keywords: vec!["agent".into()], ..Settings::default() };
-        let bot = BotRules::new(settings.clone(), vec![rule("agent", MatchType::Contains, 99, "rule")]);
+        let bot = BotRules::new(settings.clone(), vec![rule("agent", MatchType::Contains, 99, "rule")], vec![]);
         let decision = respond(&bot, "I want an agent", false);
         assert!(decision.pause_bot);
         assert_eq!(decision.replies[0].text, settings.transfer_message);
@@ -162,6 +211,6 @@ mod tests {
     #[test]
     fn empty_greeting_sends_nothing() {
         let settings = Settings { greeting_message: " ".into(), ..Settings::default() };
-        assert!(respond(&BotRules::new(settings, vec![]), "hi", true).replies.is_empty());
+        assert!(respond(&BotRules::new(settings, vec![], vec![]), "hi", true).replies.is_empty());
     }
 }

@@ -184,7 +184,8 @@ pub struct Settings {
     pub transfer_message: String,
     pub business_hours_enabled: bool,
     pub business_hours: BusinessHours,
-    pub session_timeout_minutes: u32,
+    /// Idle minutes after which an open session closes (fractions allowed).
+    pub session_timeout_minutes: f64,
     pub auto_pause_on_agent_message: bool,
     pub ai_debounce_ms: u64,
 }
@@ -207,7 +208,7 @@ impl Default for Settings {
             transfer_message: "Connecting you with a member of our team. Please wait a moment.".into(),
             business_hours_enabled: false,
             business_hours: BusinessHours::default(),
-            session_timeout_minutes: 30,
+            session_timeout_minutes: 30.0,
             auto_pause_on_agent_message: true,
             ai_debounce_ms: 0,
         }
@@ -406,6 +407,9 @@ pub struct Conversation {
     pub last_message_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The conversation's latest flow session, if it ever had one.
+    #[serde(default)]
+    pub session_id: Option<SessionId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -436,6 +440,9 @@ pub struct Message {
     pub provider_message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// For `whatsapp_flow` replies: the native flow the channel renders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_flow: Option<WhatsappFlowRef>,
     pub created_at: DateTime<Utc>,
 }
 

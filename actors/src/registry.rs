@@ -13,8 +13,9 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
+use crate::botconfig::{BotConfig, BotConfigs};
 use crate::conversation::{ConversationActor, ConversationError, Drain};
-use crate::model::ConversationId;
+use crate::model::{ChatbotId, ConversationId};
 use crate::store::Store;
 
 /// Number of independently locked parts of the actor map.
@@ -64,6 +65,8 @@ struct Inner {
 pub struct Registry {
     inner: Arc<Inner>,
     store: Store,
+    configs: BotConfigs,
+    http: reqwest::Client,
 }
 
 /// Decrements a conversation's in-flight count however the request ends (also if dropped).
@@ -76,8 +79,9 @@ impl Drop for InFlight {
 }
 
 impl Registry {
-    /// Starts the arbiters.
-    pub fn start(store: Store, config: RegistryConfig) -> Self {
+    /// Starts the arbiters. `configs` is the chatbot configuration cache the actors read;
+    /// `http` makes flows' `api_fetch` calls.
+    pub fn start(store: Store, config: RegistryConfig, configs: BotConfigs, http: reqwest::Client) -> Self {
         let count = if config.arbiters == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.arbiters };
         let owned: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
         let arbiters = owned.iter().map(|a| a.handle()).collect();
@@ -90,7 +94,17 @@ impl Registry {
             config,
             stats: RegistryStats::default(),
         };
-        Self { inner: Arc::new(inner), store }
+        Self { inner: Arc::new(inner), store, configs, http }
+    }
+
+    /// The chatbot configuration cache.
+    pub fn configs(&self) -> &BotConfigs {
+        &self.configs
+    }
+
+    /// A chatbot's configuration, for messages that do not carry it.
+    pub(crate) fn bot_config(&self, id: ChatbotId) -> Result<Arc<BotConfig>, ConversationError> {
+        self.configs.get(&self.store, id)?.ok_or(ConversationError::Missing("chatbot"))
     }
 
     fn hash(id: ConversationId) -> u64 {
@@ -110,9 +124,9 @@ impl Registry {
         }
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         let arbiter = &self.inner.arbiters[(Self::hash(id).rotate_left(17) % self.inner.arbiters.len() as u64) as usize];
-        let (store, registry, config) = (self.store.clone(), self.clone(), self.inner.config.clone());
+        let (store, registry, config, http) = (self.store.clone(), self.clone(), self.inner.config.clone(), self.http.clone());
         let addr = ConversationActor::start_in_arbiter(arbiter, move |_| {
-            ConversationActor::load(id, store, registry, generation, config.idle_passivate, config.mailbox_capacity)
+            ConversationActor::load(id, store, registry, http, generation, config.idle_passivate, config.mailbox_capacity)
         });
         let entry = Entry { addr, in_flight: Arc::new(AtomicUsize::new(0)), generation };
         shard.insert(id, entry.clone());

@@ -46,8 +46,11 @@ pub fn validate_settings(settings: &mut Settings) -> Result<(), ApiError> {
     if settings.ai_max_tokens == 0 || settings.ai_max_tokens > 100_000 {
         return Err(ApiError::unprocessable("ai_max_tokens", "ai_max_tokens must be between 1 and 100000"));
     }
-    if settings.session_timeout_minutes == 0 {
-        return Err(ApiError::unprocessable("session_timeout_minutes", "session_timeout_minutes must be at least 1"));
+    if !(settings.session_timeout_minutes > 0.0 && settings.session_timeout_minutes <= 525_600.0) {
+        return Err(ApiError::unprocessable(
+            "session_timeout_minutes",
+            "session_timeout_minutes must be more than 0 and at most 525600 (a year)",
+        ));
     }
     for (i, keyword) in settings.transfer_keywords.iter().enumerate() {
         if keyword.trim().is_empty() {

@@ -18,17 +18,9 @@ pub enum ButtonError {
     #[error("{field}[{index}].title must not be empty")]
     EmptyTitle { field: String, index: usize },
     #[error("{field}[{index}].title must be at most 20 characters, got {chars}")]
-    TitleTooLong {
-        field: String,
-        index: usize,
-        chars: usize,
-    },
+    TitleTooLong { field: String, index: usize, chars: usize },
     #[error("{field}[{index}].id \"{id}\" is used twice")]
-    DuplicateId {
-        field: String,
-        index: usize,
-        id: String,
-    },
+    DuplicateId { field: String, index: usize, id: String },
 }
 
 impl ButtonError {
@@ -55,10 +47,7 @@ impl ButtonError {
 /// (e.g. `greeting_buttons`).
 pub fn normalize_buttons(field: &str, buttons: Vec<Button>) -> Result<Vec<Button>, ButtonError> {
     if buttons.len() > MAX_BUTTONS {
-        return Err(ButtonError::TooMany {
-            field: field.to_string(),
-            count: buttons.len(),
-        });
+        return Err(ButtonError::TooMany { field: field.to_string(), count: buttons.len() });
     }
 
     let mut given_ids = HashSet::new();
@@ -67,25 +56,14 @@ pub fn normalize_buttons(field: &str, buttons: Vec<Button>) -> Result<Vec<Button
         let title = button.title.trim().to_string();
         let chars = title.chars().count();
         if chars == 0 {
-            return Err(ButtonError::EmptyTitle {
-                field: field.to_string(),
-                index,
-            });
+            return Err(ButtonError::EmptyTitle { field: field.to_string(), index });
         }
         if chars > MAX_TITLE_CHARS {
-            return Err(ButtonError::TitleTooLong {
-                field: field.to_string(),
-                index,
-                chars,
-            });
+            return Err(ButtonError::TitleTooLong { field: field.to_string(), index, chars });
         }
         let id = button.id.trim().to_string();
         if !id.is_empty() && !given_ids.insert(id.to_lowercase()) {
-            return Err(ButtonError::DuplicateId {
-                field: field.to_string(),
-                index,
-                id,
-            });
+            return Err(ButtonError::DuplicateId { field: field.to_string(), index, id });
         }
         checked.push(Button { id, title });
     }
@@ -144,10 +122,7 @@ pub fn pick<'a>(buttons: &'a [Button], answer: &str) -> Option<&'a Button> {
         return None;
     }
     let same = |text: &str| text.trim().to_lowercase() == answer;
-    buttons
-        .iter()
-        .find(|b| same(&b.id))
-        .or_else(|| buttons.iter().find(|b| same(&b.title)))
+    buttons.iter().find(|b| same(&b.id)).or_else(|| buttons.iter().find(|b| same(&b.title)))
 }
 
 #[cfg(test)]
@@ -157,10 +132,7 @@ mod tests {
     use super::*;
 
     fn button(id: &str, title: &str) -> Button {
-        Button {
-            id: id.to_string(),
-            title: title.to_string(),
-        }
+        Button { id: id.to_string(), title: title.to_string() }
     }
 
     fn titled(titles: &[&str]) -> Vec<Button> {
@@ -173,38 +145,19 @@ mod tests {
 
     #[test]
     fn ten_buttons_are_allowed_and_eleven_are_not() {
-        let ten: Vec<_> = (0..10)
-            .map(|i| button("", &format!("Option {i}")))
-            .collect();
-        assert_eq!(
-            normalize_buttons("greeting_buttons", ten).unwrap().len(),
-            10
-        );
+        let ten: Vec<_> = (0..10).map(|i| button("", &format!("Option {i}"))).collect();
+        assert_eq!(normalize_buttons("greeting_buttons", ten).unwrap().len(), 10);
 
-        let eleven: Vec<_> = (0..11)
-            .map(|i| button("", &format!("Option {i}")))
-            .collect();
+        let eleven: Vec<_> = (0..11).map(|i| button("", &format!("Option {i}"))).collect();
         let err = normalize_buttons("greeting_buttons", eleven).unwrap_err();
-        assert_eq!(
-            err,
-            ButtonError::TooMany {
-                field: "greeting_buttons".into(),
-                count: 11
-            }
-        );
+        assert_eq!(err, ButtonError::TooMany { field: "greeting_buttons".into(), count: 11 });
         assert_eq!(err.field(), "greeting_buttons");
-        assert_eq!(
-            err.to_string(),
-            "greeting_buttons: at most 10 buttons are allowed, got 11"
-        );
+        assert_eq!(err.to_string(), "greeting_buttons: at most 10 buttons are allowed, got 11");
     }
 
     #[test]
     fn no_buttons_is_fine() {
-        assert_eq!(
-            normalize_buttons("buttons", Vec::new()).unwrap(),
-            Vec::new()
-        );
+        assert_eq!(normalize_buttons("buttons", Vec::new()).unwrap(), Vec::new());
     }
 
     #[test]
@@ -214,19 +167,9 @@ mod tests {
 
         let twenty_one = "a".repeat(21);
         let err = normalize_buttons("buttons", titled(&["ok", &twenty_one])).unwrap_err();
-        assert_eq!(
-            err,
-            ButtonError::TitleTooLong {
-                field: "buttons".into(),
-                index: 1,
-                chars: 21
-            }
-        );
+        assert_eq!(err, ButtonError::TitleTooLong { field: "buttons".into(), index: 1, chars: 21 });
         assert_eq!(err.field(), "buttons[1].title");
-        assert_eq!(
-            err.to_string(),
-            "buttons[1].title must be at most 20 characters, got 21"
-        );
+        assert_eq!(err.to_string(), "buttons[1].title must be at most 20 characters, got 21");
     }
 
     #[test]
@@ -251,31 +194,16 @@ mod tests {
     #[test]
     fn blank_titles_are_refused() {
         let err = normalize_buttons("fallback_buttons", titled(&["Yes", "   "])).unwrap_err();
-        assert_eq!(
-            err,
-            ButtonError::EmptyTitle {
-                field: "fallback_buttons".into(),
-                index: 1
-            }
-        );
+        assert_eq!(err, ButtonError::EmptyTitle { field: "fallback_buttons".into(), index: 1 });
         assert_eq!(err.field(), "fallback_buttons[1].title");
-        assert_eq!(
-            err.to_string(),
-            "fallback_buttons[1].title must not be empty"
-        );
+        assert_eq!(err.to_string(), "fallback_buttons[1].title must not be empty");
     }
 
     #[test]
     fn missing_ids_are_generated_from_titles() {
-        let saved = normalize_buttons(
-            "buttons",
-            titled(&["Track Order!", "  Talk to a human ", "FAQ #2", "--Yes--"]),
-        )
-        .unwrap();
-        assert_eq!(
-            ids(&saved),
-            ["track_order", "talk_to_a_human", "faq_2", "yes"]
-        );
+        let saved =
+            normalize_buttons("buttons", titled(&["Track Order!", "  Talk to a human ", "FAQ #2", "--Yes--"])).unwrap();
+        assert_eq!(ids(&saved), ["track_order", "talk_to_a_human", "faq_2", "yes"]);
     }
 
     #[test]
@@ -292,80 +220,39 @@ mod tests {
 
     #[test]
     fn colliding_slugs_fall_back_to_positional_ids() {
-        let saved =
-            normalize_buttons("buttons", titled(&["Yes", "yes!", "YES?", "btn 2"])).unwrap();
+        let saved = normalize_buttons("buttons", titled(&["Yes", "yes!", "YES?", "btn 2"])).unwrap();
         assert_eq!(ids(&saved), ["yes", "btn_2", "btn_3", "btn_4"]);
     }
 
     #[test]
     fn generated_ids_avoid_ids_given_to_later_buttons() {
-        let saved = normalize_buttons(
-            "buttons",
-            vec![button("", "Yes"), button("", "No"), button("YES", "Sure")],
-        )
-        .unwrap();
+        let saved =
+            normalize_buttons("buttons", vec![button("", "Yes"), button("", "No"), button("YES", "Sure")]).unwrap();
         assert_eq!(ids(&saved), ["btn_1", "no", "YES"]);
 
-        let saved = normalize_buttons(
-            "buttons",
-            vec![
-                button("", "👍"),
-                button("btn_1", "One"),
-                button("btn_1_2", "Two"),
-            ],
-        )
-        .unwrap();
+        let saved =
+            normalize_buttons("buttons", vec![button("", "👍"), button("btn_1", "One"), button("btn_1_2", "Two")])
+                .unwrap();
         assert_eq!(ids(&saved), ["btn_1_3", "btn_1", "btn_1_2"]);
     }
 
     #[test]
     fn duplicate_given_ids_are_refused_ignoring_case() {
-        let err = normalize_buttons(
-            "greeting_buttons",
-            vec![
-                button("a", "One"),
-                button("b", "Two"),
-                button(" A ", "Three"),
-            ],
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            ButtonError::DuplicateId {
-                field: "greeting_buttons".into(),
-                index: 2,
-                id: "A".into()
-            }
-        );
+        let err =
+            normalize_buttons("greeting_buttons", vec![button("a", "One"), button("b", "Two"), button(" A ", "Three")])
+                .unwrap_err();
+        assert_eq!(err, ButtonError::DuplicateId { field: "greeting_buttons".into(), index: 2, id: "A".into() });
         assert_eq!(err.field(), "greeting_buttons[2].id");
-        assert_eq!(
-            err.to_string(),
-            "greeting_buttons[2].id \"A\" is used twice"
-        );
+        assert_eq!(err.to_string(), "greeting_buttons[2].id \"A\" is used twice");
     }
 
     #[test]
     fn pick_matches_id_or_title_ignoring_case_and_whitespace() {
-        let buttons = vec![
-            button("track_order", "Track Order"),
-            button("human", "Talk to us"),
-        ];
-        assert_eq!(
-            pick(&buttons, "TRACK_ORDER").map(|b| b.id.as_str()),
-            Some("track_order")
-        );
-        assert_eq!(
-            pick(&buttons, "  track order ").map(|b| b.id.as_str()),
-            Some("track_order")
-        );
-        assert_eq!(
-            pick(&buttons, "talk TO us").map(|b| b.id.as_str()),
-            Some("human")
-        );
-        assert_eq!(
-            pick(&buttons, "Human").map(|b| b.id.as_str()),
-            Some("human")
-        );
+        let buttons = vec![button("track_order", "Track Order"), button("human", "Talk to us")];
+        assert_eq!(pick(&buttons, "TRACK_ORDER").map(|b| b.id.as_str()), Some("track_order"));
+        assert_eq!(pick(&buttons, "  track order ").map(|b| b.id.as_str()), Some("track_order"));
+        assert_eq!(pick(&buttons, "talk TO us").map(|b| b.id.as_str()), Some("human"));
+        assert_eq!(pick(&buttons, "Human").map(|b| b.id.as_str()), Some("human"));
         assert!(pick(&buttons, "track").is_none());
         assert!(pick(&buttons, "   ").is_none());
     }
@@ -391,12 +278,7 @@ mod tests {
     }
 
     fn button_strategy() -> impl Strategy<Value = Button> {
-        let id = prop_oneof![
-            Just(String::new()),
-            "[ab_ ]{0,3}",
-            "btn_[0-9]{1,2}(_[0-9])?",
-            "\\PC{0,6}",
-        ];
+        let id = prop_oneof![Just(String::new()), "[ab_ ]{0,3}", "btn_[0-9]{1,2}(_[0-9])?", "\\PC{0,6}",];
         let title = prop_oneof!["[A-Ba-b !]{0,5}", "\\PC{0,24}", "btn [0-9]{1,2}"];
         (id, title).prop_map(|(id, title)| Button { id, title })
     }

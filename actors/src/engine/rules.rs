@@ -62,11 +62,7 @@ impl Phrase {
     fn new(text: String) -> Self {
         let bounded_start = text.chars().next().is_some_and(char::is_alphanumeric);
         let bounded_end = text.chars().next_back().is_some_and(char::is_alphanumeric);
-        Self {
-            text,
-            bounded_start,
-            bounded_end,
-        }
+        Self { text, bounded_start, bounded_end }
     }
 
     /// Whether the phrase occurs in `message` without cutting a word in two.
@@ -104,10 +100,7 @@ fn compile_regex(index: usize, pattern: &str) -> Result<Regex, RuleError> {
         .case_insensitive(true)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|err| RuleError::InvalidRegex {
-            index,
-            message: err.to_string(),
-        })
+        .map_err(|err| RuleError::InvalidRegex { index, message: err.to_string() })
 }
 
 impl KeywordMatcher {
@@ -138,11 +131,7 @@ impl KeywordMatcher {
                 if regexes.len() == 1 {
                     Matcher::Regexes(regexes)
                 } else {
-                    match RegexSetBuilder::new(&patterns)
-                        .case_insensitive(true)
-                        .size_limit(REGEX_SIZE_LIMIT)
-                        .build()
-                    {
+                    match RegexSetBuilder::new(&patterns).case_insensitive(true).size_limit(REGEX_SIZE_LIMIT).build() {
                         Ok(set) => Matcher::RegexSet(set),
                         Err(_) => Matcher::Regexes(regexes),
                     }
@@ -201,9 +190,7 @@ pub fn sort_for_matching(rules: &mut [CompiledRule]) {
 /// The first enabled rule (in the order given, which callers have sorted) that matches
 /// `normalized`.
 pub fn first_match<'a>(rules: &'a [CompiledRule], normalized: &str) -> Option<&'a CompiledRule> {
-    rules
-        .iter()
-        .find(|rule| rule.rule.enabled && rule.matches(normalized))
+    rules.iter().find(|rule| rule.rule.enabled && rule.matches(normalized))
 }
 
 #[cfg(test)]
@@ -360,48 +347,27 @@ mod tests {
 
     #[test]
     fn invalid_regex_reports_its_index() {
-        let err = KeywordMatcher::new(MatchType::Regex, &keywords(&["ok", "fine", "(unclosed"]))
-            .unwrap_err();
-        assert!(
-            matches!(err, RuleError::InvalidRegex { index: 2, .. }),
-            "{err:?}"
-        );
-        assert!(err
-            .to_string()
-            .starts_with("keywords[2] is not a valid regex: "));
+        let err = KeywordMatcher::new(MatchType::Regex, &keywords(&["ok", "fine", "(unclosed"])).unwrap_err();
+        assert!(matches!(err, RuleError::InvalidRegex { index: 2, .. }), "{err:?}");
+        assert!(err.to_string().starts_with("keywords[2] is not a valid regex: "));
     }
 
     #[test]
     fn oversized_regex_is_refused() {
-        let err =
-            KeywordMatcher::new(MatchType::Regex, &keywords(&[r"\w{1000}{1000}"])).unwrap_err();
-        assert!(
-            matches!(err, RuleError::InvalidRegex { index: 0, .. }),
-            "{err:?}"
-        );
+        let err = KeywordMatcher::new(MatchType::Regex, &keywords(&[r"\w{1000}{1000}"])).unwrap_err();
+        assert!(matches!(err, RuleError::InvalidRegex { index: 0, .. }), "{err:?}");
     }
 
     #[test]
     fn empty_keyword_lists_and_blank_keywords_are_refused() {
-        for match_type in [
-            MatchType::Exact,
-            MatchType::Contains,
-            MatchType::StartsWith,
-            MatchType::Regex,
-        ] {
-            assert_eq!(
-                KeywordMatcher::new(match_type, &[]).unwrap_err(),
-                RuleError::NoKeywords
-            );
+        for match_type in [MatchType::Exact, MatchType::Contains, MatchType::StartsWith, MatchType::Regex] {
+            assert_eq!(KeywordMatcher::new(match_type, &[]).unwrap_err(), RuleError::NoKeywords);
             assert_eq!(
                 KeywordMatcher::new(match_type, &keywords(&["ok", "  "])).unwrap_err(),
                 RuleError::EmptyKeyword { index: 1 }
             );
         }
-        assert_eq!(
-            RuleError::EmptyKeyword { index: 1 }.to_string(),
-            "keywords[1] must not be empty"
-        );
+        assert_eq!(RuleError::EmptyKeyword { index: 1 }.to_string(), "keywords[1] must not be empty");
     }
 
     #[test]
@@ -419,22 +385,15 @@ mod tests {
 
     #[test]
     fn sort_breaks_full_ties_by_id() {
-        let mut rules = vec![
-            rule(9, 1, 0, &["a"]),
-            rule(7, 1, 0, &["a"]),
-            rule(8, 1, 0, &["a"]),
-        ];
+        let mut rules = vec![rule(9, 1, 0, &["a"]), rule(7, 1, 0, &["a"]), rule(8, 1, 0, &["a"])];
         sort_for_matching(&mut rules);
         assert_eq!(ids(&rules), vec![7, 8, 9]);
     }
 
     #[test]
     fn first_match_takes_the_first_matching_rule_in_order() {
-        let mut rules = vec![
-            rule(1, 0, 0, &["order"]),
-            rule(2, 10, 0, &["refund"]),
-            rule(3, 10, 5, &["order", "track"]),
-        ];
+        let mut rules =
+            vec![rule(1, 0, 0, &["order"]), rule(2, 10, 0, &["refund"]), rule(3, 10, 5, &["order", "track"])];
         sort_for_matching(&mut rules);
         let found = first_match(&rules, &normalize("Track my ORDER"));
         assert_eq!(found.map(|r| r.rule.id.0.as_u128()), Some(3));
@@ -456,10 +415,7 @@ mod tests {
         let mut bad = rule(1, 0, 0, &["x"]).rule;
         bad.match_type = MatchType::Regex;
         bad.keywords = keywords(&["[a-"]);
-        assert!(matches!(
-            CompiledRule::compile(bad).unwrap_err(),
-            RuleError::InvalidRegex { index: 0, .. }
-        ));
+        assert!(matches!(CompiledRule::compile(bad).unwrap_err(), RuleError::InvalidRegex { index: 0, .. }));
     }
 
     /// Reference for `contains` with a keyword of alphanumeric words separated by single spaces:
@@ -485,9 +441,7 @@ mod tests {
             window
                 .iter()
                 .zip(&pattern)
-                .all(|((kind, text), (want_kind, want_text))| {
-                    kind == want_kind && text == want_text
-                })
+                .all(|((kind, text), (want_kind, want_text))| kind == want_kind && text == want_text)
         })
     }
 
@@ -499,14 +453,8 @@ mod tests {
     }
 
     fn message_strategy() -> impl Strategy<Value = String> {
-        let built = prop::collection::vec(
-            (
-                prop::sample::select(VOCABULARY),
-                prop::sample::select(SEPARATORS),
-            ),
-            0..8,
-        )
-        .prop_map(|parts| parts.into_iter().flat_map(|(w, s)| [w, s]).collect());
+        let built = prop::collection::vec((prop::sample::select(VOCABULARY), prop::sample::select(SEPARATORS)), 0..8)
+            .prop_map(|parts| parts.into_iter().flat_map(|(w, s)| [w, s]).collect());
         prop_oneof![built, any::<String>()]
     }
 
