@@ -5,8 +5,12 @@ pub mod api_keys;
 pub mod channels;
 pub mod chatbots;
 pub mod conversations;
+pub mod flows;
 pub mod health;
 pub mod keywords;
+pub mod sessions;
+pub mod teams;
+pub mod transfers;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -19,7 +23,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     chatbots::configure(cfg);
     keywords::configure(cfg);
     channels::configure(cfg);
+    flows::configure(cfg);
     conversations::configure(cfg);
+    sessions::configure(cfg);
+    teams::configure(cfg);
+    transfers::configure(cfg);
     cfg.default_service(web::to(no_route));
 }
 

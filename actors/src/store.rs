@@ -516,7 +516,7 @@ impl Store {
         if let Some(transfer) = write.transfer {
             put(&t.transfers, transfer.id.as_bytes().to_vec(), encode(transfer)?);
             put(&t.transfers_by_tenant, transfer_index(transfer), Vec::new());
-            if transfer.status == TransferStatus::Active && transfer.agent_id.is_none() {
+            if transfer.status == TransferStatus::Active && transfer.assigned_at.is_none() {
                 put(&t.transfer_queue, queue_key(transfer), Vec::new());
             } else {
                 dequeue = Some(queue_key(transfer));
@@ -769,14 +769,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Gives the oldest unassigned active transfer of a queue (`team`, or the general queue
-    /// for `None`) to `agent`. Two concurrent pickups never get the same transfer: the claim
+    /// Gives the oldest unassigned active transfer of `queue` to `agent` (or just takes it
+    /// out of the queue when no agent is named). Two concurrent pickups never get the same transfer: the claim
     /// is a serializable transaction over the transfer and its queue entry.
-    pub fn pick_up(&self, tenant: TenantId, team: Option<TeamId>, agent: AgentId) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+    pub fn pick_up(&self, tenant: TenantId, queue: Queue, agent: Option<AgentId>) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
         let t = self.trees();
-        let prefix = join(&[tenant.as_bytes(), &queue_id(team)]);
         loop {
-            let Some(key) = t.transfer_queue.scan_prefix(&prefix).keys().next().transpose()? else { return Ok(None) };
+            let oldest = match queue {
+                Queue::General => t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(None)])).keys().next(),
+                Queue::Team(team) => t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(Some(team))])).keys().next(),
+                // Each queue is ordered by time; the oldest overall is the least time among them.
+                Queue::Any => t.transfer_queue.scan_prefix(tenant.as_bytes()).keys().min_by_key(|k| match k {
+                    Ok(k) => (keys::read_u64_be(k, 32).unwrap_or(u64::MAX), k.to_vec()),
+                    Err(_) => (0, Vec::new()),
+                }),
+            };
+            let Some(key) = oldest.transpose()? else { return Ok(None) };
             let Some(id) = TransferId::from_slice(&key[key.len() - 16..]) else { return Ok(None) };
             let claimed = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
                 if tx[1].get(&key)?.is_none() {
@@ -785,11 +793,11 @@ impl Store {
                 tx[1].remove(&key)?;
                 let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };
                 let mut transfer: Transfer = decode("transfers", &bytes).map_err(ConflictableTransactionError::Abort)?;
-                if transfer.status != TransferStatus::Active || transfer.agent_id.is_some() {
+                if transfer.status != TransferStatus::Active || transfer.assigned_at.is_some() {
                     return Ok(None);
                 }
                 let at = crate::model::now();
-                transfer.agent_id = Some(agent);
+                transfer.agent_id = agent;
                 transfer.assigned_at = Some(at);
                 transfer.updated_at = at;
                 let bytes = encode(&transfer).map_err(ConflictableTransactionError::Abort)?;
@@ -818,6 +826,39 @@ impl Store {
             Ok(Some(transfer))
         })?;
         Ok(result.map(|t| (t, self.ticket())))
+    }
+}
+
+/// Which transfer queue a pickup takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Every queue of the tenant.
+    Any,
+    /// Transfers without a team.
+    General,
+    /// One team's transfers.
+    Team(TeamId),
+}
+
+/// Counts of transfers waiting for an agent: the general queue and each team's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub general: u64,
+    pub teams: std::collections::BTreeMap<TeamId, u64>,
+}
+
+impl Store {
+    /// How many transfers wait in each queue of the tenant.
+    pub fn queue_counts(&self, tenant: TenantId) -> Result<QueueCounts, StoreError> {
+        let mut counts = QueueCounts::default();
+        for key in self.trees().transfer_queue.scan_prefix(tenant.as_bytes()).keys() {
+            let key = key?;
+            match TeamId::from_slice(&key[16..32]) {
+                Some(team) if team.0.as_bytes() != &[0; 16] => *counts.teams.entry(team).or_default() += 1,
+                _ => counts.general += 1,
+            }
+        }
+        Ok(counts)
     }
 }
 

@@ -52,6 +52,8 @@ pub fn validate_settings(settings: &mut Settings) -> Result<(), ApiError> {
             "session_timeout_minutes must be more than 0 and at most 525600 (a year)",
         ));
     }
+    baton_actors::engine::hours::validate(&settings.business_hours)
+        .map_err(|e| ApiError::unprocessable(e.field.clone(), e.to_string()))?;
     for (i, keyword) in settings.transfer_keywords.iter().enumerate() {
         if keyword.trim().is_empty() {
             return Err(ApiError::unprocessable(format!("transfer_keywords[{i}]"), "transfer keywords must not be empty"));

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use baton_actors::botconfig::BotConfig;
 use baton_actors::conversation::{
-    ContactInput, DeleteConversation, HandleIncoming, IncomingMessage, OpenConversation, Origin, PostAgentMessage, SetBotActive,
-    UpdateConversation,
+    ApplyPayload, ContactInput, DeleteConversation, EventHandled, HandleIncoming, IncomingMessage, OpenConversation, Origin,
+    PostAgentMessage, RecordEvent, SetBotActive, UpdateConversation,
 };
-use baton_actors::model::{ContactId, Conversation, ConversationId, ConversationStatus};
+use baton_actors::model::{ContactId, Conversation, ConversationId, ConversationStatus, FlowId, Session, SessionStatus};
 use baton_actors::store::ConversationCursor;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
@@ -36,6 +36,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(handle)),
     )
     .service(resource("/v1/chatbots/{bot}/conversations/find").route(web::get().to(find)))
+    .service(resource("/v1/chatbots/{bot}/conversations/event").route(web::post().to(event)))
+    .service(resource("/v1/chatbots/{bot}/conversations/payload").route(web::post().to(payload)))
+    .service(resource("/v1/chatbots/{bot}/conversations/custom-event").route(web::post().to(custom_event)))
     .service(resource("/v1/chatbots/{bot}/conversations").route(web::get().to(list)).route(web::post().to(create)));
     for prefix in ["/v1/chatbots/{bot}/conversations/{id}", "/v1/conversations/{id}"] {
         cfg.service(
@@ -160,11 +163,7 @@ async fn handle(state: web::Data<AppState>, principal: Principal, bot: web::Path
     principal.require(Scope::MessagesHandle)?;
     let body = body.0;
     let bot = state.chatbot(&principal, &bot)?;
-    if let Some(id) = &body.chatbot_id {
-        if id.trim() != bot.chatbot.id.to_string() {
-            return Err(ApiError::bad_request("chatbotId", "chatbotId in the body does not match the chatbot in the path"));
-        }
-    }
+    check_body_chatbot(body.chatbot_id.as_deref(), &bot)?;
     validate_origin(&body.channel_id, &body.provider_id, body.channel_name.as_deref())?;
     let message = incoming_message(body.message)?;
     let channel_id = body.channel_id.trim().to_string();
@@ -196,7 +195,29 @@ async fn handle(state: web::Data<AppState>, principal: Principal, bot: web::Path
     })))
 }
 
-/// A conversation as served.
+/// The conversation's session if it is not closed.
+fn live_session(state: &AppState, c: &Conversation) -> Result<Option<Session>, ApiError> {
+    Ok(match c.session_id {
+        Some(id) => state.store.session(id)?.filter(|s| s.status != SessionStatus::Closed),
+        None => None,
+    })
+}
+
+/// A conversation as served, with its live session.
+pub fn view(state: &AppState, c: &Conversation) -> Result<Value, ApiError> {
+    let mut view = conversation_view(c);
+    view["session"] = json!(live_session(state, c)?);
+    Ok(view)
+}
+
+/// A conversation as served, with `session` as given.
+fn view_with(c: &Conversation, session: Option<&Session>) -> Value {
+    let mut view = conversation_view(c);
+    view["session"] = json!(session.filter(|s| s.status != SessionStatus::Closed));
+    view
+}
+
+/// A conversation as served, without its session (`session` is null).
 pub fn conversation_view(c: &Conversation) -> Value {
     json!({
         "id": c.id,
@@ -237,7 +258,7 @@ async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<S
             && bot_active.is_none_or(|b| c.bot_active == b)
     };
     let (page, next) = state.store.conversations_of(bot.chatbot.id, cursor.as_ref(), limit, keep)?;
-    let items: Vec<Value> = page.iter().map(conversation_view).collect();
+    let items = page.iter().map(|c| view(&state, c)).collect::<Result<Vec<Value>, ApiError>>()?;
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next.map(|c| c.to_string()) })))
 }
 
@@ -272,7 +293,7 @@ async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path
     let changed = state.registry.send(id, OpenConversation { bot, origin }).await?;
     state.store.durable(changed.ticket).await?;
     let status = if changed.created { actix_web::http::StatusCode::CREATED } else { actix_web::http::StatusCode::OK };
-    Ok(HttpResponse::build(status).json(conversation_view(&changed.conversation)))
+    Ok(HttpResponse::build(status).json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
 async fn find(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, query: Query) -> Result<HttpResponse, ApiError> {
@@ -288,7 +309,7 @@ async fn find(state: web::Data<AppState>, principal: Principal, bot: web::Path<S
     }
     let id = ConversationId::derive(bot.chatbot.id, channel, provider);
     let conversation = state.store.conversation(id)?.ok_or_else(|| ApiError::not_found("conversation"))?;
-    Ok(HttpResponse::Ok().json(conversation_view(&conversation)))
+    Ok(HttpResponse::Ok().json(view(&state, &conversation)?))
 }
 
 /// The conversation named by the path, checked against the caller's tenant and, on nested
@@ -314,7 +335,7 @@ fn resolve(state: &AppState, principal: &Principal, req: &HttpRequest) -> Result
 async fn get(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsRead)?;
     let (conversation, _) = resolve(&state, &principal, &req)?;
-    Ok(HttpResponse::Ok().json(conversation_view(&conversation)))
+    Ok(HttpResponse::Ok().json(view(&state, &conversation)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,7 +357,7 @@ fn parse_status(raw: &str) -> Result<ConversationStatus, ApiError> {
 async fn change(state: &AppState, id: ConversationId, update: UpdateConversation) -> Result<HttpResponse, ApiError> {
     let changed = state.registry.send(id, update).await?;
     state.store.durable(changed.ticket).await?;
-    Ok(HttpResponse::Ok().json(conversation_view(&changed.conversation)))
+    Ok(HttpResponse::Ok().json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
 async fn update(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<PatchConversation>) -> Result<HttpResponse, ApiError> {
@@ -447,7 +468,164 @@ async fn autoreply(req: HttpRequest, state: web::Data<AppState>, principal: Prin
     let (conversation, _) = resolve(&state, &principal, &req)?;
     let changed = state.registry.send(conversation.id, SetBotActive { active: body.0.enabled, agent_id: None }).await?;
     state.store.durable(changed.ticket).await?;
-    let mut view = conversation_view(&changed.conversation);
+    let mut view = view_with(&changed.conversation, changed.session.as_ref());
     view["ai_autoreply_enabled"] = Value::Bool(changed.conversation.bot_active);
     Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRequest {
+    #[serde(default)]
+    chatbot_id: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    channel_id: String,
+    #[serde(default)]
+    channel_name: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    provider_id: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    callee: Option<String>,
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
+    event: String,
+}
+
+/// Checks a body's optional `chatbotId` against the path.
+fn check_body_chatbot(body: Option<&str>, bot: &BotConfig) -> Result<(), ApiError> {
+    match body {
+        Some(id) if id.trim() != bot.chatbot.id.to_string() => {
+            Err(ApiError::bad_request("chatbotId", "chatbotId in the body does not match the chatbot in the path"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The answer of `event`, `payload` and `custom-event`: like `handle`'s, plus the trace when asked.
+fn event_response(handled: EventHandled, asynchronous: bool, debug: bool) -> HttpResponse {
+    let mut body = json!({
+        "conversation_id": handled.conversation.id,
+        "replies": handled.replies,
+        "bot_active": handled.conversation.bot_active,
+    });
+    if debug {
+        body["trace"] = json!(handled.trace);
+    }
+    if asynchronous {
+        HttpResponse::Accepted().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+/// `POST …/conversations/event`: a channel event (`user_seen_message` updates `last_seen_at`).
+async fn event(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<EventRequest>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::MessagesHandle)?;
+    let body = body.0;
+    let bot = state.chatbot(&principal, &bot)?;
+    check_body_chatbot(body.chatbot_id.as_deref(), &bot)?;
+    validate_origin(&body.channel_id, &body.provider_id, body.channel_name.as_deref())?;
+    let event = required_text("event", &body.event)?.to_string();
+    max_chars("event", &event, 200)?;
+    let channel_id = body.channel_id.trim().to_string();
+    let provider_id = body.provider_id.trim().to_string();
+    let id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
+    let origin = Origin {
+        channel_name: body.channel_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| channel_id.clone()),
+        channel_id,
+        provider_id,
+        contact: None,
+    };
+    let handled = state.registry.send(id, RecordEvent { bot, origin, event }).await?;
+    state.store.durable(handled.ticket).await?;
+    Ok(event_response(handled, body.asynchronous, false))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PayloadRequest {
+    #[serde(default)]
+    chatbot_id: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    conversation_id: String,
+    #[serde(default)]
+    flow_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    step_id: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    /// A JSON object, or a string holding one (seed `002` documents a string).
+    #[serde(default)]
+    event_payload: Option<Value>,
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
+    #[serde(default)]
+    is_debug: bool,
+}
+
+/// The conversation `raw` of chatbot `bot` (404 otherwise).
+fn conversation_of_bot(state: &AppState, bot: &BotConfig, raw: &str) -> Result<Conversation, ApiError> {
+    let id: ConversationId = raw.trim().parse().map_err(|_| ApiError::not_found("conversation"))?;
+    match state.store.conversation(id)? {
+        Some(c) if c.chatbot_id == bot.chatbot.id => Ok(c),
+        _ => Err(ApiError::not_found("conversation")),
+    }
+}
+
+/// Sends a payload to a conversation's actor and answers like `handle`.
+async fn apply_payload(state: &AppState, conversation: ConversationId, msg: ApplyPayload, asynchronous: bool, debug: bool) -> Result<HttpResponse, ApiError> {
+    let handled = state.registry.send(conversation, msg).await?;
+    state.store.durable(handled.ticket).await?;
+    Ok(event_response(handled, asynchronous, debug))
+}
+
+/// `POST …/conversations/payload`: jump into a flow or step, or deliver an event with a payload.
+async fn payload(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<PayloadRequest>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::MessagesHandle)?;
+    let body = body.0;
+    let bot = state.chatbot(&principal, &bot)?;
+    check_body_chatbot(body.chatbot_id.as_deref(), &bot)?;
+    let conversation = conversation_of_bot(&state, &bot, &body.conversation_id)?;
+    let flow_id = match body.flow_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(raw) => Some(raw.parse::<FlowId>().map_err(|_| ApiError::not_found("flow"))?),
+        None => None,
+    };
+    let payload = match body.event_payload {
+        Some(Value::String(raw)) if raw.trim().is_empty() => None,
+        Some(Value::String(raw)) => Some(
+            serde_json::from_str::<Value>(&raw).map_err(|e| ApiError::bad_request("eventPayload", format!("eventPayload is not valid JSON: {e}")))?,
+        ),
+        Some(Value::Null) | None => None,
+        Some(other) => Some(other),
+    };
+    let event = body.event.map(|e| e.trim().to_string()).filter(|e| !e.is_empty());
+    let step = body.step_id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    if flow_id.is_none() && step.is_none() && event.is_none() && payload.is_none() {
+        return Err(ApiError::bad_request("flowId", "one of flowId, stepId, event or eventPayload is required"));
+    }
+    let msg = ApplyPayload { bot: Some(bot), flow_id, step, event, payload };
+    apply_payload(&state, conversation.id, msg, body.asynchronous, body.is_debug).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CustomEventRequest {
+    #[serde(default)]
+    chatbot_id: Option<String>,
+    #[serde(deserialize_with = "string_or_number")]
+    conversation_id: String,
+    event: String,
+}
+
+/// `POST …/conversations/custom-event`: starts the flows whose trigger lists `event:NAME`.
+async fn custom_event(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<CustomEventRequest>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::MessagesHandle)?;
+    let body = body.0;
+    let bot = state.chatbot(&principal, &bot)?;
+    check_body_chatbot(body.chatbot_id.as_deref(), &bot)?;
+    let event = required_text("event", &body.event)?.to_string();
+    let conversation = conversation_of_bot(&state, &bot, &body.conversation_id)?;
+    let msg = ApplyPayload { bot: Some(bot), event: Some(event), ..ApplyPayload::default() };
+    apply_payload(&state, conversation.id, msg, false, false).await
 }

@@ -1293,6 +1293,41 @@ mod tests {
         prop::collection::vec(step_strategy(), 0..7).prop_map(flow)
     }
 
+    /// Random flows patched into ones that pass validation (most random flows do not).
+    fn valid_flow_strategy() -> impl Strategy<Value = Flow> {
+        prop::collection::vec(step_strategy(), 1..7).prop_map(|steps| {
+            let steps = steps.into_iter().enumerate().map(|(i, step)| make_valid(i, step)).collect();
+            flow(steps)
+        })
+    }
+
+    fn make_valid(index: usize, mut step: FlowStep) -> FlowStep {
+        step.step_name = format!("s{index}{}", step.step_name);
+        step.id = String::new();
+        if step.message.trim().is_empty() {
+            step.message = "say {{a}}".into();
+        }
+        for (j, button) in step.buttons.iter_mut().enumerate() {
+            button.id = String::new();
+            button.title = format!("{}{j}", button.title.trim());
+        }
+        if step.buttons.is_empty() && (step.message_type == StepType::Buttons || step.input_type == InputType::Select) {
+            step.buttons = vec![button("", "Yes")];
+        }
+        if step.message_type == StepType::ApiFetch {
+            let config = step.api_config.get_or_insert_with(|| fetch_step("").api_config.unwrap());
+            config.url = format!("https://x/{}", config.url);
+            config.timeout_ms = config.timeout_ms.clamp(1, MAX_FETCH_TIMEOUT_MS);
+        }
+        if step.message_type == StepType::WhatsappFlow {
+            let config = step
+                .whatsapp_flow
+                .get_or_insert_with(|| WhatsappFlowConfig { flow_id: String::new(), parameters: Value::Null });
+            config.flow_id.insert(0, '1');
+        }
+        step
+    }
+
     /// A user's answer or an API outcome.
     fn event_strategy() -> impl Strategy<Value = (String, Option<FetchOutcome>)> {
         let input =
@@ -1360,6 +1395,22 @@ mod tests {
             check(&flow, &take_input(&flow, stray, &input, &mut vars))?;
             check(&flow, &take_fetch(&flow, stray, FetchOutcome::Json(json!(null)), &mut vars, ""))?;
             check(&flow, &start(&flow, Some(stray), &mut vars))?;
+        }
+
+        #[test]
+        fn validated_flows_run_without_getting_stuck(
+            flow in valid_flow_strategy(),
+            events in prop::collection::vec(event_strategy(), 0..16),
+        ) {
+            let mut validated = flow.clone();
+            prop_assert_eq!(validate(&mut validated), Ok(()));
+            let ids: HashSet<&str> = validated.steps.iter().map(|s| s.id.as_str()).collect();
+            prop_assert_eq!(ids.len(), validated.steps.len());
+            drive(&validated, &events)?;
+            // Validation is idempotent: a saved flow validates again unchanged.
+            let mut again = validated.clone();
+            prop_assert_eq!(validate(&mut again), Ok(()));
+            prop_assert_eq!(again, validated);
         }
 
         #[test]

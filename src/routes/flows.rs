@@ -1,0 +1,123 @@
+//! `/v1/chatbots/{bot}/flows`: multi-step flows, validated at save (unique step names, known
+//! step and input types, buttons, api_fetch and panel configuration), 422 naming the path.
+
+use actix_web::{web, HttpResponse};
+use baton_actors::engine::flow::validate;
+use baton_actors::model::{now, Flow, FlowId, FlowStep, PanelConfig};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::app::AppState;
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::extract::{merge_patch, Json};
+use crate::routes::{deleted, resource};
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/chatbots/{bot}/flows").route(web::get().to(list)).route(web::post().to(create))).service(
+        resource("/v1/chatbots/{bot}/flows/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// A flow as clients send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowBody {
+    pub name: String,
+    #[serde(default)]
+    pub trigger_keywords: Vec<String>,
+    #[serde(default)]
+    pub initial_message: String,
+    #[serde(default)]
+    pub completion_message: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub panel_config: Option<PanelConfig>,
+    pub steps: Vec<FlowStep>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Validation failure → 422 naming the path.
+fn checked(mut flow: Flow) -> Result<Flow, ApiError> {
+    validate(&mut flow).map_err(|e| ApiError::unprocessable(e.path.clone(), e.to_string()))?;
+    Ok(flow)
+}
+
+/// Builds and validates a new flow of `bot` from a request body.
+pub fn new_flow(bot: baton_actors::model::ChatbotId, body: FlowBody) -> Result<Flow, ApiError> {
+    let at = now();
+    checked(Flow {
+        id: FlowId::new_random(),
+        chatbot_id: bot,
+        name: body.name,
+        trigger_keywords: body.trigger_keywords,
+        initial_message: body.initial_message,
+        completion_message: body.completion_message,
+        enabled: body.enabled,
+        panel_config: body.panel_config,
+        steps: body.steps,
+        created_at: at,
+        updated_at: at,
+    })
+}
+
+async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let bot = state.chatbot(&principal, &bot)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.flows_of(bot.chatbot.id)? })))
+}
+
+async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<FlowBody>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let bot = state.chatbot(&principal, &bot)?;
+    let flow = new_flow(bot.chatbot.id, body.0)?;
+    save(&state, &flow).await?;
+    Ok(HttpResponse::Created().json(flow))
+}
+
+/// Stores a flow and forgets the chatbot's cached configuration.
+pub async fn save(state: &AppState, flow: &Flow) -> Result<(), ApiError> {
+    let ticket = state.store.put_flow(flow)?;
+    state.configs.invalidate(flow.chatbot_id);
+    state.store.durable(ticket).await?;
+    Ok(())
+}
+
+/// The caller's flow `id` of chatbot `bot`.
+pub fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<Flow, ApiError> {
+    let bot = state.chatbot(principal, bot)?;
+    let id: FlowId = id.parse().map_err(|_| ApiError::not_found("flow"))?;
+    state.store.flow(bot.chatbot.id, id)?.ok_or_else(|| ApiError::not_found("flow"))
+}
+
+async fn get(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    Ok(HttpResponse::Ok().json(find(&state, &principal, &path.0, &path.1)?))
+}
+
+/// Partial update: the fields given replace the flow's (`steps` as a whole); validated whole.
+async fn update(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let current = find(&state, &principal, &path.0, &path.1)?;
+    let mut flow = checked(merge_patch(&current, body.0, &["id", "chatbot_id", "created_at", "updated_at"])?)?;
+    flow.updated_at = now();
+    save(&state, &flow).await?;
+    Ok(HttpResponse::Ok().json(flow))
+}
+
+async fn delete(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    principal.require(Scope::ChatbotConfig)?;
+    let flow = find(&state, &principal, &path.0, &path.1)?;
+    let ticket = state.store.delete_flow(flow.chatbot_id, flow.id)?.ok_or_else(|| ApiError::not_found("flow"))?;
+    state.configs.invalidate(flow.chatbot_id);
+    state.store.durable(ticket).await?;
+    Ok(deleted())
+}
