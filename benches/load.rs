@@ -1,1 +1,448 @@
-fn main() {}
+//! The HTTP load bench: starts baton in-process (durable: fsync on) and drives `handle` over
+//! HTTP with many concurrent clients across 10,000 conversations, next to a bare actix-web
+//! handler that parses the same JSON, measured in the same run with the same load. The ratio
+//! of the two throughputs is the figure: what baton's routing, actors, rules and durable store
+//! cost over parsing the request and answering.
+//!
+//! `cargo bench --bench load`; environment: `LOAD_SECS` (default 10, per target),
+//! `LOAD_CONNECTIONS` (64), `LOAD_CONVERSATIONS` (10000), `LOAD_RATE` (open loop, msgs/s;
+//! unset = closed loop), `LOAD_FSYNC=0` (measure without durability).
+//! `cargo bench --bench load -- --test` runs a tiny version as a smoke test.
+//!
+//! Prints a table, then the same figures as JSON on the last line of stdout.
+
+use std::net::TcpListener;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use baton::load::{self, LoadConfig, LoadReport, MESSAGE_TEXT};
+use baton::{Application, Settings};
+use baton_actors::store::Store;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The answer of the keyword rule every load message triggers.
+const RULE_REPLY: &str = "Hello from the load bench!";
+/// Name of the client runtime's threads, so their CPU time can be told apart from the servers'.
+const CLIENT_THREAD: &str = "load-client";
+/// Linux reports CPU times in /proc in units of USER_HZ, which is 100 on every architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// What to run, from the environment (or tiny under `--test`).
+#[derive(Debug, Clone)]
+struct Options {
+    secs: f64,
+    connections: usize,
+    conversations: usize,
+    rate: Option<f64>,
+    fsync: bool,
+    /// `--test`: a smoke run of a fraction of a second.
+    smoke: bool,
+}
+
+impl Options {
+    fn from_env() -> anyhow::Result<Self> {
+        let smoke = std::env::args().any(|a| a == "--test");
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let parse = |name: &str, default: f64| -> anyhow::Result<f64> {
+            var(name).map_or(Ok(default), |v| v.trim().parse().with_context(|| format!("{name}={v:?} is not a number")))
+        };
+        let (secs, connections, conversations) = if smoke { (0.3, 4.0, 50.0) } else { (10.0, 64.0, 10_000.0) };
+        Ok(Self {
+            secs: parse("LOAD_SECS", secs)?,
+            connections: parse("LOAD_CONNECTIONS", connections)? as usize,
+            conversations: parse("LOAD_CONVERSATIONS", conversations)? as usize,
+            rate: var("LOAD_RATE").map(|_| parse("LOAD_RATE", 0.0)).transpose()?,
+            fsync: var("LOAD_FSYNC").map_or(true, |v| v.trim() != "0"),
+            smoke,
+        })
+    }
+
+    fn load(&self, url: String) -> LoadConfig {
+        LoadConfig {
+            url,
+            conversations: self.conversations.max(1),
+            connections: self.connections.max(1),
+            duration: Some(Duration::from_secs_f64(self.secs.max(0.01))),
+            messages: None,
+            rate: self.rate,
+            ..LoadConfig::default()
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::from_env()?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let data_dir = tempfile::tempdir().context("temp dir")?;
+
+    let mut settings = Settings::defaults();
+    settings.server.addr = "127.0.0.1:0".parse()?;
+    settings.server.workers = workers;
+    settings.storage.data_dir = data_dir.path().to_path_buf();
+    settings.storage.fsync = options.fsync;
+    let baton = BatonServer::start(settings)?;
+    let bare = BareServer::start(workers)?;
+
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()?;
+    let measured = client.block_on(measure(&options, &baton, &bare));
+    bare.stop(&client);
+    let commit = CommitFigures::of(&baton.store);
+    baton.stop();
+    let (baton_run, bare_run) = measured?;
+
+    print_results(&options, workers, &baton_run, &bare_run, &commit);
+    Ok(())
+}
+
+/// One target's figures.
+#[derive(Debug)]
+struct Measured {
+    report: LoadReport,
+    cpu: CpuPerMessage,
+}
+
+/// Sets baton up, warms both targets, then measures baton and the bare handler in turn.
+async fn measure(options: &Options, baton: &BatonServer, bare: &BareServer) -> anyhow::Result<(Measured, Measured)> {
+    let bot = create_answering_chatbot(&baton.address, &baton.admin_key).await?;
+    let baton_load =
+        LoadConfig { key: Some(baton.admin_key.clone()), chatbot: bot, ..options.load(baton.address.clone()) };
+    let bare_load = LoadConfig { path: Some("/bare".into()), ..options.load(bare.address.clone()) };
+
+    // Warm up: one message to every conversation (so the measured run is steady state, each
+    // conversation existing with a live actor), and a moment of the bare handler.
+    let warm_cap = Duration::from_secs(if options.smoke { 5 } else { 30 });
+    let warm_baton = LoadConfig {
+        duration: Some(warm_cap),
+        messages: Some(options.conversations as u64),
+        rate: None,
+        ..baton_load.clone()
+    };
+    let warmed = load::run(&warm_baton).await?;
+    eprintln!("warm-up baton: {warmed}");
+    let warm_bare = LoadConfig { duration: Some(Duration::from_secs_f64(options.secs.min(1.0))), ..bare_load.clone() };
+    let warmed = load::run(&warm_bare).await?;
+    eprintln!("warm-up bare: {warmed}");
+
+    let baton_run = measure_one(&baton_load).await?;
+    eprintln!("baton: {}", baton_run.report);
+    let bare_run = measure_one(&bare_load).await?;
+    eprintln!("bare: {}", bare_run.report);
+    Ok((baton_run, bare_run))
+}
+
+async fn measure_one(config: &LoadConfig) -> anyhow::Result<Measured> {
+    let before = CpuTime::now();
+    let report = load::run(config).await?;
+    let cpu = CpuTime::now().since(&before).per_message(report.ok);
+    Ok(Measured { report, cpu })
+}
+
+/// Creates a chatbot with a keyword rule answering [`MESSAGE_TEXT`], and checks it answers.
+async fn create_answering_chatbot(address: &str, key: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let post =
+        |path: &str, body: Value| client.post(format!("{address}{path}")).header("X-API-Key", key).json(&body).send();
+    let created: Value =
+        post("/v1/chatbots", json!({ "name": "load bench" })).await?.error_for_status()?.json().await?;
+    let bot = created["id"].as_str().context("chatbot without id")?.to_string();
+    post(
+        &format!("/v1/chatbots/{bot}/keywords"),
+        json!({ "name": "greeting", "keywords": [MESSAGE_TEXT], "match_type": "exact", "response": RULE_REPLY }),
+    )
+    .await?
+    .error_for_status()?;
+    let probe =
+        json!({ "channelId": "load", "providerId": "probe", "message": { "type": "text", "text": MESSAGE_TEXT } });
+    let answer: Value =
+        post(&format!("/v1/chatbots/{bot}/conversations/handle"), probe).await?.error_for_status()?.json().await?;
+    anyhow::ensure!(answer["replies"][0]["text"] == RULE_REPLY, "the rule did not answer the probe: {answer}");
+    Ok(bot)
+}
+
+/// baton on its own thread and actix System, like `tests/api/helpers.rs` starts it.
+#[derive(Debug)]
+struct BatonServer {
+    address: String,
+    admin_key: String,
+    store: Store,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl BatonServer {
+    fn start(settings: Settings) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let app = match Application::build(settings).await {
+                    Ok(app) => app,
+                    Err(error) => return drop(ready_tx.send(Err(error))),
+                };
+                let _ = ready_tx.send(Ok((app.port(), app.bootstrap_key().map(str::to_string), app.store())));
+                if let Err(error) = app.run_until(async { drop(shutdown_rx.await) }).await {
+                    eprintln!("baton stopped with an error: {error:#}");
+                }
+            });
+        });
+        let (port, key, store) = ready_rx.recv().context("baton thread died")??;
+        Ok(Self {
+            address: format!("http://127.0.0.1:{port}"),
+            admin_key: key.context("a fresh data dir yields an admin key")?,
+            store,
+            shutdown,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// The baseline: a bare actix-web server whose one route parses the same JSON as `handle`.
+#[derive(Debug)]
+struct BareServer {
+    address: String,
+    handle: actix_web::dev::ServerHandle,
+    thread: JoinHandle<()>,
+}
+
+/// The `handle` request body, field for field (parsed, then dropped).
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BareRequest {
+    #[serde(default)]
+    chatbot_id: Option<String>,
+    channel_id: String,
+    #[serde(default)]
+    channel_name: Option<String>,
+    provider_id: String,
+    #[serde(default, rename = "async")]
+    asynchronous: bool,
+    message: BareMessage,
+    #[serde(default)]
+    contact: Option<Value>,
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+struct BareMessage {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    button_id: Option<String>,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    from_me: bool,
+}
+
+async fn bare_handle(body: web::Json<BareRequest>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "provider_id": body.provider_id,
+        "message_id": body.message.id,
+        "replies": [{ "type": "text", "text": RULE_REPLY }],
+        "duplicate": false,
+    }))
+}
+
+impl BareServer {
+    fn start(workers: usize) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let server = HttpServer::new(|| App::new().route("/bare", web::post().to(bare_handle)))
+                    .workers(workers)
+                    .disable_signals()
+                    .listen(listener);
+                match server {
+                    Ok(server) => {
+                        let server = server.run();
+                        let _ = ready_tx.send(Ok(server.handle()));
+                        if let Err(error) = server.await {
+                            eprintln!("bare server stopped with an error: {error}");
+                        }
+                    }
+                    Err(error) => drop(ready_tx.send(Err(error))),
+                }
+            });
+        });
+        let handle = ready_rx.recv().context("bare server thread died")??;
+        Ok(Self { address, handle, thread })
+    }
+
+    /// Stops the server gracefully (on `runtime`, any tokio runtime) and waits for its thread.
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        runtime.block_on(self.handle.stop(true));
+        let _ = self.thread.join();
+    }
+}
+
+/// CPU seconds used by the whole process and by the load client's threads.
+#[derive(Debug, Clone, Copy)]
+struct CpuTime {
+    process: f64,
+    client: f64,
+}
+
+impl CpuTime {
+    /// Reads `/proc` (zeros where it cannot be read).
+    fn now() -> Self {
+        let process =
+            std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| cpu_ticks(&s).map(|(_, t)| t)).unwrap_or(0);
+        let mut client = 0;
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+                if let Some((name, ticks)) = cpu_ticks(&stat) {
+                    if name.starts_with(CLIENT_THREAD) {
+                        client += ticks;
+                    }
+                }
+            }
+        }
+        Self { process: process as f64 / TICKS_PER_SECOND, client: client as f64 / TICKS_PER_SECOND }
+    }
+
+    fn since(&self, before: &CpuTime) -> CpuTime {
+        CpuTime { process: self.process - before.process, client: self.client - before.client }
+    }
+
+    fn per_message(&self, messages: u64) -> CpuPerMessage {
+        let per = |secs: f64| if messages == 0 { 0.0 } else { secs * 1e6 / messages as f64 };
+        CpuPerMessage { all_us: per(self.process), server_us: per(self.process - self.client) }
+    }
+}
+
+/// The thread's name and its utime + stime in ticks, from a `/proc/…/stat` line.
+fn cpu_ticks(stat: &str) -> Option<(&str, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = &stat[open + 1..close];
+    // After the name: state, ppid, … utime is field 14 and stime 15 of the whole line.
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+/// CPU microseconds per successful message: the whole process, and without the client threads.
+#[derive(Debug, Clone, Copy)]
+struct CpuPerMessage {
+    all_us: f64,
+    server_us: f64,
+}
+
+/// How the group committer batched during the whole run (warm-up included).
+#[derive(Debug)]
+struct CommitFigures {
+    rounds: u64,
+    tickets: u64,
+    mean_flush_ms: f64,
+}
+
+impl CommitFigures {
+    fn of(store: &Store) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = store.commit_stats();
+        let rounds = stats.rounds.load(Relaxed);
+        let micros = stats.micros.load(Relaxed);
+        Self {
+            rounds,
+            tickets: stats.tickets.load(Relaxed),
+            mean_flush_ms: if rounds == 0 { 0.0 } else { micros as f64 / rounds as f64 / 1e3 },
+        }
+    }
+}
+
+fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Measured, commit: &CommitFigures) {
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let ratio = if bare.report.throughput > 0.0 { baton.report.throughput / bare.report.throughput } else { 0.0 };
+    let mode = match options.rate {
+        Some(rate) => format!("open loop at {rate} msgs/s"),
+        None => "closed loop".into(),
+    };
+    println!();
+    println!(
+        "HTTP load: {} connections, {} conversations, {:.1} s per target, {mode}, fsync {}, {workers} HTTP workers each",
+        options.connections,
+        options.conversations,
+        options.secs,
+        if options.fsync { "on" } else { "off" },
+    );
+    println!(
+        "{:<8} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>16}",
+        "target", "msgs/s", "p50", "p90", "p99", "errors", "CPU µs/msg", "server CPU µs/msg"
+    );
+    for (name, m) in [("baton", baton), ("bare", bare)] {
+        println!(
+            "{:<8} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>16.1}",
+            name,
+            m.report.throughput,
+            ms(m.report.p50),
+            ms(m.report.p90),
+            ms(m.report.p99),
+            m.report.error_count(),
+            m.cpu.all_us,
+            m.cpu.server_us,
+        );
+    }
+    println!(
+        "ratio baton/bare throughput: {ratio:.3} (bare handles {:.1}x as many messages/s)",
+        if ratio > 0.0 { 1.0 / ratio } else { 0.0 }
+    );
+    for (name, m) in [("baton", baton), ("bare", bare)] {
+        if !m.report.errors.is_empty() {
+            println!("{name} errors: {:?}", m.report.errors);
+        }
+    }
+    if options.fsync {
+        println!(
+            "group commit (whole run): {} flush rounds for {} writes, {:.1} writes per round, {:.2} ms per flush+fsync",
+            commit.rounds,
+            commit.tickets,
+            if commit.rounds == 0 { 0.0 } else { commit.tickets as f64 / commit.rounds as f64 },
+            commit.mean_flush_ms,
+        );
+    }
+    println!(
+        "CPU µs/msg is the whole process (client + server, one process); server CPU leaves out the client's threads."
+    );
+    let summary = json!({
+        "bench": "load",
+        "connections": options.connections,
+        "conversations": options.conversations,
+        "secs": options.secs,
+        "rate": options.rate,
+        "fsync": options.fsync,
+        "workers": workers,
+        "baton": with_cpu(&baton.report, baton.cpu),
+        "bare": with_cpu(&bare.report, bare.cpu),
+        "ratio": (ratio * 1e4).round() / 1e4,
+        "commit": { "rounds": commit.rounds, "writes": commit.tickets, "mean_flush_ms": (commit.mean_flush_ms * 1e3).round() / 1e3 },
+    });
+    println!("{summary}");
+}
+
+fn with_cpu(report: &LoadReport, cpu: CpuPerMessage) -> Value {
+    let mut value = report.to_json();
+    value["cpu_us_per_msg"] = json!((cpu.all_us * 10.0).round() / 10.0);
+    value["server_cpu_us_per_msg"] = json!((cpu.server_us * 10.0).round() / 10.0);
+    value
+}

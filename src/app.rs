@@ -93,15 +93,13 @@ impl Application {
         );
         let secret = settings.auth.jwt_secret.expose_secret();
         let jwt = (!secret.is_empty()).then(|| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
-        let listener = TcpListener::bind(settings.server.addr).with_context(|| format!("could not listen on {}", settings.server.addr))?;
+        let listener = TcpListener::bind(settings.server.addr)
+            .with_context(|| format!("could not listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState { store, registry, configs, settings: Arc::new(settings.clone()), jwt });
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .wrap(tracing_actix())
-                .configure(crate::routes::configure)
+            App::new().app_data(server_state.clone()).wrap(tracing_actix()).configure(crate::routes::configure)
         })
         .listen(listener)?
         .disable_signals()

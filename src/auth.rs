@@ -55,14 +55,17 @@ impl Scope {
     pub fn parse(name: &str) -> Option<Scope> {
         Some(match name {
             "admin" => Scope::Admin,
-            "conversations:read" | "chatbots.conversations.list" | "chatbots.conversations.get" => Scope::ConversationsRead,
+            "conversations:read" | "chatbots.conversations.list" | "chatbots.conversations.get" => {
+                Scope::ConversationsRead
+            }
             "conversations:write" | "chatbots.conversations.create" | "chatbots.conversations.edit" => {
                 Scope::ConversationsWrite
             }
             "chatbot:config" => Scope::ChatbotConfig,
-            "messages:handle" | "chatbots.messages.handle" | "chatbots.events.handle" | "chatbots.step-payload.handle" => {
-                Scope::MessagesHandle
-            }
+            "messages:handle"
+            | "chatbots.messages.handle"
+            | "chatbots.events.handle"
+            | "chatbots.step-payload.handle" => Scope::MessagesHandle,
             "transfers" => Scope::Transfers,
             _ => return None,
         })
@@ -80,7 +83,10 @@ pub fn parse_scopes(field: &str, names: &[String]) -> Result<Vec<Scope>, ApiErro
         .map(|(i, name)| {
             Scope::parse(name.trim()).ok_or_else(|| {
                 let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-                ApiError::bad_request(format!("{field}[{i}]"), format!("unknown scope {name:?}; known scopes: {}", known.join(", ")))
+                ApiError::bad_request(
+                    format!("{field}[{i}]"),
+                    format!("unknown scope {name:?}; known scopes: {}", known.join(", ")),
+                )
             })
         })
         .collect()
@@ -124,7 +130,12 @@ fn generate_key() -> String {
 }
 
 /// Creates a key for `tenant`; returns its public view, the key itself (shown once) and the ticket.
-pub fn issue_key(store: &Store, tenant: TenantId, name: &str, scopes: &[Scope]) -> Result<(ApiKey, String, CommitTicket), StoreError> {
+pub fn issue_key(
+    store: &Store,
+    tenant: TenantId,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<(ApiKey, String, CommitTicket), StoreError> {
     let secret = generate_key();
     let key = ApiKey {
         id: KeyId::new_random(),

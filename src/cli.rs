@@ -125,7 +125,14 @@ fn create_key(args: KeysCreateArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(store.durable(ticket.max(tenant_ticket)))?;
     store.close()?;
-    println!("created key {} ({}) for tenant {} ({}) with scopes {}", key.id, key.name, tenant.name, tenant.id, key.scopes.join(","));
+    println!(
+        "created key {} ({}) for tenant {} ({}) with scopes {}",
+        key.id,
+        key.name,
+        tenant.name,
+        tenant.id,
+        key.scopes.join(",")
+    );
     println!("{secret}");
     Ok(())
 }

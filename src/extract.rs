@@ -117,7 +117,10 @@ impl Query {
     pub fn parse<T: std::str::FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ApiError> {
         match self.get(name) {
             None | Some("") => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(name, format!("{name} must be {expected}, got {v:?}"))),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(name, format!("{name} must be {expected}, got {v:?}"))),
         }
     }
 }
@@ -132,25 +135,56 @@ impl FromRequest for Query {
     }
 }
 
-/// Applies a partial update: the fields of `patch` replace those of `current`, unknown
-/// fields are a 400 naming them, and type errors name the field (`greeting_buttons[0].title`).
-pub fn merge_patch<T>(current: &T, patch: serde_json::Map<String, serde_json::Value>, read_only: &[&str]) -> Result<T, ApiError>
+/// Applies a partial update as a JSON merge patch (RFC 7396): the fields of `patch` replace
+/// those of `current`, nested objects merge field by field, `null` clears a nested field.
+/// Unknown top-level fields are a 400 naming them; read-only fields may be sent back unchanged
+/// (so a GET body can be PUT back) but not changed; `updated_at` is the server's own and is
+/// ignored; type errors name the field
+/// (`greeting_buttons[0].title`).
+pub fn merge_patch<T>(
+    current: &T,
+    patch: serde_json::Map<String, serde_json::Value>,
+    read_only: &[&str],
+) -> Result<T, ApiError>
 where
     T: serde::Serialize + DeserializeOwned,
 {
     let mut merged = serde_json::to_value(current).map_err(|e| ApiError::internal(&e))?;
     let object = merged.as_object_mut().ok_or_else(|| ApiError::internal(&"patch target is not an object"))?;
     for (key, value) in patch {
-        if read_only.contains(&key.as_str()) {
-            return Err(ApiError::bad_request(key.clone(), format!("{key} cannot be changed")));
+        if key == "updated_at" {
+            continue;
         }
-        if !object.contains_key(&key) {
+        let Some(existing) = object.get_mut(&key) else {
             return Err(ApiError::bad_request(key.clone(), format!("unknown field {key:?}")));
+        };
+        if read_only.contains(&key.as_str()) {
+            if *existing != value {
+                return Err(ApiError::bad_request(key.clone(), format!("{key} cannot be changed")));
+            }
+            continue;
         }
-        object.insert(key, value);
+        merge_value(existing, value);
     }
     serde_path_to_error::deserialize(merged).map_err(|error| {
         let path = error.path().to_string();
         json_field_error(&path, &error.into_inner().to_string())
     })
+}
+
+/// RFC 7396 merge of `patch` into `target`.
+fn merge_value(target: &mut serde_json::Value, patch: serde_json::Value) {
+    use serde_json::Value;
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(&key);
+                } else {
+                    merge_value(target.entry(key).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch,
+    }
 }

@@ -31,7 +31,8 @@ impl BotRules {
         let mut compiled: Vec<CompiledRule> = rules.into_iter().filter_map(|r| CompiledRule::compile(r).ok()).collect();
         rules::sort_for_matching(&mut compiled);
         let transfer = if settings.transfer_keywords.iter().any(|k| !k.trim().is_empty()) {
-            let keywords: Vec<String> = settings.transfer_keywords.iter().filter(|k| !k.trim().is_empty()).cloned().collect();
+            let keywords: Vec<String> =
+                settings.transfer_keywords.iter().filter(|k| !k.trim().is_empty()).cloned().collect();
             KeywordMatcher::new(crate::model::MatchType::Contains, &keywords).ok()
         } else {
             None
@@ -149,7 +150,11 @@ pub fn respond(bot: &BotRules, text: &str, first_message: bool) -> Decision {
     } else {
         (&s.fallback_message, &s.fallback_buttons, Reason::Fallback)
     };
-    let replies = if message.trim().is_empty() && buttons.is_empty() { Vec::new() } else { vec![ReplyDraft::new(message, buttons)] };
+    let replies = if message.trim().is_empty() && buttons.is_empty() {
+        Vec::new()
+    } else {
+        vec![ReplyDraft::new(message, buttons)]
+    };
     Decision { replies, reason, pause_bot: false }
 }
 

@@ -21,9 +21,10 @@ macro_rules! uuid_id {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// A fresh random id.
+            /// A fresh id: UUIDv7, so ids made later sort after earlier ones (within this
+            /// process even in the same millisecond), which breaks creation-time ties.
             pub fn new_random() -> Self {
-                Self(Uuid::new_v4())
+                Self(Uuid::now_v7())
             }
 
             /// The 16 bytes used in store keys.
@@ -230,8 +231,7 @@ impl Default for BusinessHours {
         Self {
             timezone: "UTC".into(),
             weekly: BTreeMap::new(),
-            closed_message: "We're closed right now. We'll get back to you during business hours."
-                .into(),
+            closed_message: "We're closed right now. We'll get back to you during business hours.".into(),
         }
     }
 }

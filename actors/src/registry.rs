@@ -82,7 +82,11 @@ impl Registry {
     /// Starts the arbiters. `configs` is the chatbot configuration cache the actors read;
     /// `http` makes flows' `api_fetch` calls.
     pub fn start(store: Store, config: RegistryConfig, configs: BotConfigs, http: reqwest::Client) -> Self {
-        let count = if config.arbiters == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.arbiters };
+        let count = if config.arbiters == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.arbiters
+        };
         let owned: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
         let arbiters = owned.iter().map(|a| a.handle()).collect();
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
@@ -109,7 +113,8 @@ impl Registry {
 
     fn hash(id: ConversationId) -> u64 {
         let bytes = id.as_bytes();
-        u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) ^ u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default())
+        u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default())
+            ^ u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default())
     }
 
     fn shard(&self, id: ConversationId) -> &Mutex<HashMap<ConversationId, Entry>> {
@@ -123,10 +128,20 @@ impl Registry {
             return entry.clone();
         }
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-        let arbiter = &self.inner.arbiters[(Self::hash(id).rotate_left(17) % self.inner.arbiters.len() as u64) as usize];
-        let (store, registry, config, http) = (self.store.clone(), self.clone(), self.inner.config.clone(), self.http.clone());
+        let arbiter =
+            &self.inner.arbiters[(Self::hash(id).rotate_left(17) % self.inner.arbiters.len() as u64) as usize];
+        let (store, registry, config, http) =
+            (self.store.clone(), self.clone(), self.inner.config.clone(), self.http.clone());
         let addr = ConversationActor::start_in_arbiter(arbiter, move |_| {
-            ConversationActor::load(id, store, registry, http, generation, config.idle_passivate, config.mailbox_capacity)
+            ConversationActor::load(
+                id,
+                store,
+                registry,
+                http,
+                generation,
+                config.idle_passivate,
+                config.mailbox_capacity,
+            )
         });
         let entry = Entry { addr, in_flight: Arc::new(AtomicUsize::new(0)), generation };
         shard.insert(id, entry.clone());

@@ -19,26 +19,32 @@ use sled::{Transactional, Tree};
 pub use commit::{CommitStats, CommitTicket, GroupCommit};
 use keys::{join, millis, u64_be};
 
-use crate::model::{
-    Agent, AgentId, ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, Flow, FlowId,
-    KeyId, KeywordRule, Message, Reply, RuleId, Session, SessionId, StoredKey, Team, TeamId, Tenant, TenantId, Transfer,
-    TransferId, TransferStatus,
-};
 use crate::model::MessageId;
+use crate::model::{
+    Agent, AgentId, ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, Flow,
+    FlowId, KeyId, KeywordRule, Message, Reply, RuleId, Session, SessionId, StoredKey, Team, TeamId, Tenant, TenantId,
+    Transfer, TransferId, TransferStatus,
+};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     #[error("i/o error: {0}")]
-    Io(#[source] std::io::Error),
+    Io(std::io::Error),
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
     #[error("could not encode a record: {0}")]
     Encode(String),
     #[error("the store is closed")]
     Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e)
+    }
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -59,6 +65,9 @@ pub struct StoreConfig {
     /// Make every acknowledged write durable (group commit). Off only to measure its cost.
     pub fsync: bool,
 }
+
+/// A key and its value, as written.
+type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// The first answer to a provider message id, replayed to retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,11 +175,8 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
         let path = config.data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(None)
-            .open()?;
+        let db =
+            sled::Config::new().path(&path).cache_capacity(config.cache_capacity_bytes).flush_every_ms(None).open()?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
             meta: tree("meta")?,
@@ -258,7 +264,8 @@ impl Store {
     /// The tenant called `name`, created if new.
     pub fn ensure_tenant(&self, name: &str) -> Result<(Tenant, CommitTicket), StoreError> {
         if let Some(id) = self.trees().tenant_names.get(name)? {
-            let id = TenantId::from_slice(&id).ok_or(StoreError::Corrupt { tree: "tenant_names", message: "bad id".into() })?;
+            let id = TenantId::from_slice(&id)
+                .ok_or(StoreError::Corrupt { tree: "tenant_names", message: "bad id".into() })?;
             if let Some(tenant) = self.tenant(id)? {
                 return Ok((tenant, CommitTicket::NONE));
             }
@@ -485,15 +492,22 @@ impl Store {
         };
         // Collect the writes per tree, then run one transaction over just the trees touched
         // (fewer trees, fewer locks on the hot path).
-        let mut writes: Vec<(&Tree, Vec<(Vec<u8>, Vec<u8>)>)> = Vec::with_capacity(7);
+        let mut writes: Vec<(&Tree, Vec<KeyValue>)> = Vec::with_capacity(7);
         let mut removals: Vec<(&Tree, Vec<u8>)> = Vec::new();
-        let mut put = |tree: &'s Tree, key: Vec<u8>, value: Vec<u8>| match writes.iter_mut().find(|(t, _)| std::ptr::eq(*t, tree)) {
+        let mut put = |tree: &'s Tree, key: Vec<u8>, value: Vec<u8>| match writes
+            .iter_mut()
+            .find(|(t, _)| std::ptr::eq(*t, tree))
+        {
             Some((_, entries)) => entries.push((key, value)),
             None => writes.push((tree, vec![(key, value)])),
         };
         if let Some((c, bytes)) = conversation {
             if write.created {
-                put(&t.conv_by_bot, join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]), Vec::new());
+                put(
+                    &t.conv_by_bot,
+                    join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]),
+                    Vec::new(),
+                );
                 put(&t.conv_by_contact, join(&[c.contact_id.as_bytes(), c.id.as_bytes()]), Vec::new());
             }
             put(&t.conversations, c.id.as_bytes().to_vec(), bytes);
@@ -550,7 +564,11 @@ impl Store {
     }
 
     /// The answer first given to `provider_message_id` in a conversation, if still kept.
-    pub fn dedupe(&self, conversation: ConversationId, provider_message_id: &str) -> Result<Option<HandleOutcome>, StoreError> {
+    pub fn dedupe(
+        &self,
+        conversation: ConversationId,
+        provider_message_id: &str,
+    ) -> Result<Option<HandleOutcome>, StoreError> {
         let key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
         let record: Option<DedupeRecord> = self.get(&self.trees().dedupe, "dedupe", &key)?;
         Ok(record.map(|r| r.outcome))
@@ -571,7 +589,12 @@ impl Store {
     }
 
     /// Messages of a conversation with `seq > after_seq`, in order, at most `limit`.
-    pub fn messages(&self, conversation: ConversationId, after_seq: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+    pub fn messages(
+        &self,
+        conversation: ConversationId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
         let start = join(&[conversation.as_bytes(), &u64_be(after_seq.saturating_add(1))]);
         let end = join(&[conversation.as_bytes(), &u64_be(u64::MAX)]);
         let mut out = Vec::new();
@@ -608,7 +631,8 @@ impl Store {
         let mut last = None;
         for key in t.conv_by_bot.range(start..end).keys().rev() {
             let key = key?;
-            let (Some(created_ms), Some(id)) = (keys::read_u64_be(&key, 16), ConversationId::from_slice(&key[24..])) else {
+            let (Some(created_ms), Some(id)) = (keys::read_u64_be(&key, 16), ConversationId::from_slice(&key[24..]))
+            else {
                 continue;
             };
             last = Some(ConversationCursor { created_ms, id });
@@ -629,7 +653,9 @@ impl Store {
     pub fn conversations_of_contact(&self, contact: ContactId) -> Result<Vec<Conversation>, StoreError> {
         let mut out = Vec::new();
         for key in self.trees().conv_by_contact.scan_prefix(contact.as_bytes()).keys() {
-            if let Some(c) = ConversationId::from_slice(&key?[16..]).map(|id| self.conversation(id)).transpose()?.flatten() {
+            if let Some(c) =
+                ConversationId::from_slice(&key?[16..]).map(|id| self.conversation(id)).transpose()?.flatten()
+            {
                 out.push(c);
             }
         }
@@ -772,12 +798,21 @@ impl Store {
     /// Gives the oldest unassigned active transfer of `queue` to `agent` (or just takes it
     /// out of the queue when no agent is named). Two concurrent pickups never get the same transfer: the claim
     /// is a serializable transaction over the transfer and its queue entry.
-    pub fn pick_up(&self, tenant: TenantId, queue: Queue, agent: Option<AgentId>) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+    pub fn pick_up(
+        &self,
+        tenant: TenantId,
+        queue: Queue,
+        agent: Option<AgentId>,
+    ) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
         let t = self.trees();
         loop {
             let oldest = match queue {
-                Queue::General => t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(None)])).keys().next(),
-                Queue::Team(team) => t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(Some(team))])).keys().next(),
+                Queue::General => {
+                    t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(None)])).keys().next()
+                }
+                Queue::Team(team) => {
+                    t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(Some(team))])).keys().next()
+                }
                 // Each queue is ordered by time; the oldest overall is the least time among them.
                 Queue::Any => t.transfer_queue.scan_prefix(tenant.as_bytes()).keys().min_by_key(|k| match k {
                     Ok(k) => (keys::read_u64_be(k, 32).unwrap_or(u64::MAX), k.to_vec()),
@@ -792,7 +827,8 @@ impl Store {
                 }
                 tx[1].remove(&key)?;
                 let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };
-                let mut transfer: Transfer = decode("transfers", &bytes).map_err(ConflictableTransactionError::Abort)?;
+                let mut transfer: Transfer =
+                    decode("transfers", &bytes).map_err(ConflictableTransactionError::Abort)?;
                 if transfer.status != TransferStatus::Active || transfer.assigned_at.is_some() {
                     return Ok(None);
                 }
@@ -811,7 +847,11 @@ impl Store {
     }
 
     /// Assigns a transfer to `agent` (taking it out of its queue).
-    pub fn assign_transfer(&self, id: TransferId, agent: AgentId) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+    pub fn assign_transfer(
+        &self,
+        id: TransferId,
+        agent: AgentId,
+    ) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
         let t = self.trees();
         let result = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
             let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };

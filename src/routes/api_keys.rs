@@ -21,7 +21,11 @@ struct CreateKey {
     scopes: Vec<String>,
 }
 
-async fn create(state: web::Data<AppState>, principal: Principal, body: Json<CreateKey>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<CreateKey>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let name = required_text("name", &body.0.name)?;
     max_chars("name", name, 200)?;
@@ -39,7 +43,11 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": keys })))
 }
 
-async fn delete(state: web::Data<AppState>, principal: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let id: KeyId = id.parse().map_err(|_| ApiError::not_found("API key"))?;
     let ticket = state.store.delete_key(principal.tenant_id, id)?.ok_or_else(|| ApiError::not_found("API key"))?;

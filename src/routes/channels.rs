@@ -40,12 +40,19 @@ pub fn channel_view(channel: &Channel) -> Value {
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
                 || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // carrier-grade NAT
         }
         IpAddr::V6(v6) => {
             let first = v6.segments()[0];
-            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
         }
     }
@@ -53,7 +60,8 @@ pub fn is_private(ip: IpAddr) -> bool {
 
 /// Checks a webhook URL: http(s), a host, and no private address unless allowed.
 fn validate_url(field: &str, raw: &str, allow_private: bool) -> Result<(), ApiError> {
-    let url = url::Url::parse(raw).map_err(|e| ApiError::unprocessable(field, format!("{field} is not a valid URL: {e}")))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| ApiError::unprocessable(field, format!("{field} is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ApiError::unprocessable(field, format!("{field} must be an http or https URL")));
     }
@@ -61,7 +69,9 @@ fn validate_url(field: &str, raw: &str, allow_private: bool) -> Result<(), ApiEr
         None => return Err(ApiError::unprocessable(field, format!("{field} has no host"))),
         Some(url::Host::Ipv4(ip)) => is_private(ip.into()),
         Some(url::Host::Ipv6(ip)) => is_private(ip.into()),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
     };
     if private && !allow_private {
         return Err(ApiError::unprocessable(field, format!("{field} points at a private or loopback address")));
@@ -91,7 +101,10 @@ fn validate_channel(channel: &mut Channel, allow_private: bool) -> Result<(), Ap
 fn validate_headers(field: &str, headers: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
     for (name, value) in headers {
         if actix_web::http::header::HeaderName::try_from(name.as_str()).is_err() {
-            return Err(ApiError::unprocessable(format!("{field}.{name}"), format!("{name:?} is not a valid header name")));
+            return Err(ApiError::unprocessable(
+                format!("{field}.{name}"),
+                format!("{name:?} is not a valid header name"),
+            ));
         }
         if actix_web::http::header::HeaderValue::try_from(value.as_str()).is_err() {
             return Err(ApiError::unprocessable(format!("{field}.{name}"), "not a valid header value"));
@@ -100,19 +113,32 @@ fn validate_headers(field: &str, headers: &std::collections::BTreeMap<String, St
     Ok(())
 }
 
-async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let bot = state.chatbot(&principal, &bot)?;
     let channels: Vec<Value> = state.store.channels_of(bot.chatbot.id)?.iter().map(channel_view).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": channels })))
 }
 
-fn find(state: &AppState, principal: &Principal, bot: &str, channel: &str) -> Result<(baton_actors::model::ChatbotId, Option<Channel>), ApiError> {
+fn find(
+    state: &AppState,
+    principal: &Principal,
+    bot: &str,
+    channel: &str,
+) -> Result<(baton_actors::model::ChatbotId, Option<Channel>), ApiError> {
     let bot = state.chatbot(principal, bot)?;
     Ok((bot.chatbot.id, state.store.channel(bot.chatbot.id, channel)?))
 }
 
-async fn get(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let (_, channel) = find(&state, &principal, &path.0, &path.1)?;
     Ok(HttpResponse::Ok().json(channel_view(&channel.ok_or_else(|| ApiError::not_found("channel"))?)))
@@ -121,7 +147,12 @@ async fn get(state: web::Data<AppState>, principal: Principal, path: web::Path<(
 const READ_ONLY: &[&str] = &["id", "chatbot_id", "tenant_id", "created_at", "updated_at"];
 
 /// Creates or replaces the channel's configuration. A secret sent back masked keeps the stored one.
-async fn put(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+async fn put(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+    body: Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let (bot_id, existing) = find(&state, &principal, &path.0, &path.1)?;
     let channel_id = path.1.trim();
@@ -146,7 +177,12 @@ async fn put(state: web::Data<AppState>, principal: Principal, path: web::Path<(
 }
 
 /// Changes only the fields given.
-async fn patch(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+async fn patch(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+    body: Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let (_, existing) = find(&state, &principal, &path.0, &path.1)?;
     let existing = existing.ok_or_else(|| ApiError::not_found("channel"))?;

@@ -20,7 +20,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(update))
                 .route(web::delete().to(delete)),
         )
-        .service(resource("/v1/chatbots/{bot}/settings").route(web::get().to(get_settings)).route(web::put().to(put_settings)));
+        .service(
+            resource("/v1/chatbots/{bot}/settings")
+                .route(web::get().to(get_settings))
+                .route(web::put().to(put_settings)),
+        );
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,9 +38,12 @@ struct CreateChatbot {
 
 /// Validates settings and fills in button ids; 422 naming the field otherwise.
 pub fn validate_settings(settings: &mut Settings) -> Result<(), ApiError> {
-    let unprocessable = |e: baton_actors::engine::buttons::ButtonError| ApiError::unprocessable(e.field(), e.to_string());
-    settings.greeting_buttons = normalize_buttons("greeting_buttons", std::mem::take(&mut settings.greeting_buttons)).map_err(unprocessable)?;
-    settings.fallback_buttons = normalize_buttons("fallback_buttons", std::mem::take(&mut settings.fallback_buttons)).map_err(unprocessable)?;
+    let unprocessable =
+        |e: baton_actors::engine::buttons::ButtonError| ApiError::unprocessable(e.field(), e.to_string());
+    settings.greeting_buttons =
+        normalize_buttons("greeting_buttons", std::mem::take(&mut settings.greeting_buttons)).map_err(unprocessable)?;
+    settings.fallback_buttons =
+        normalize_buttons("fallback_buttons", std::mem::take(&mut settings.fallback_buttons)).map_err(unprocessable)?;
     if !["openai", "anthropic"].contains(&settings.ai_provider.as_str()) {
         return Err(ApiError::unprocessable("ai_provider", "ai_provider must be \"openai\" or \"anthropic\""));
     }
@@ -56,7 +63,10 @@ pub fn validate_settings(settings: &mut Settings) -> Result<(), ApiError> {
         .map_err(|e| ApiError::unprocessable(e.field.clone(), e.to_string()))?;
     for (i, keyword) in settings.transfer_keywords.iter().enumerate() {
         if keyword.trim().is_empty() {
-            return Err(ApiError::unprocessable(format!("transfer_keywords[{i}]"), "transfer keywords must not be empty"));
+            return Err(ApiError::unprocessable(
+                format!("transfer_keywords[{i}]"),
+                "transfer keywords must not be empty",
+            ));
         }
     }
     for (field, text) in [
@@ -65,7 +75,11 @@ pub fn validate_settings(settings: &mut Settings) -> Result<(), ApiError> {
         ("transfer_message", &settings.transfer_message),
         ("system_prompt", &settings.system_prompt),
     ] {
-        max_chars(field, text, 32_768).map_err(|e| ApiError { status: actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, code: "unprocessable", ..e })?;
+        max_chars(field, text, 32_768).map_err(|e| ApiError {
+            status: actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "unprocessable",
+            ..e
+        })?;
     }
     Ok(())
 }
@@ -80,7 +94,11 @@ fn settings_view(bot: &Chatbot) -> Value {
     view
 }
 
-async fn create(state: web::Data<AppState>, principal: Principal, body: Json<CreateChatbot>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<CreateChatbot>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let body = body.0;
     let name = required_text("name", &body.name)?;
@@ -120,15 +138,25 @@ async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.chatbots_of(principal.tenant_id)? })))
 }
 
-async fn get(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig).or_else(|_| principal.require(Scope::ConversationsRead))?;
     Ok(HttpResponse::Ok().json(&state.chatbot(&principal, &bot)?.chatbot))
 }
 
-async fn update(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let current = state.chatbot(&principal, &bot)?;
-    let mut updated: Chatbot = merge_patch(&current.chatbot, body.0, &["id", "tenant_id", "created_at", "updated_at", "settings"])?;
+    let mut updated: Chatbot =
+        merge_patch(&current.chatbot, body.0, &["id", "tenant_id", "created_at", "updated_at", "settings"])?;
     let name = required_text("name", &updated.name)?.to_string();
     max_chars("name", &name, 200)?;
     updated.name = name;
@@ -145,7 +173,11 @@ async fn save(state: &AppState, bot: &Chatbot) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn delete(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let current = state.chatbot(&principal, &bot)?;
     let ticket = state.store.delete_chatbot(&current.chatbot)?;
@@ -154,13 +186,22 @@ async fn delete(state: web::Data<AppState>, principal: Principal, bot: web::Path
     Ok(deleted())
 }
 
-async fn get_settings(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_settings(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     Ok(HttpResponse::Ok().json(settings_view(&state.chatbot(&principal, &bot)?.chatbot)))
 }
 
 /// Partial update: only the fields given change.
-async fn put_settings(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+async fn put_settings(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let current = state.chatbot(&principal, &bot)?;
     let mut patch = body.0;

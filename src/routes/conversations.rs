@@ -7,10 +7,12 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use baton_actors::botconfig::BotConfig;
 use baton_actors::conversation::{
-    ApplyPayload, ContactInput, DeleteConversation, EventHandled, HandleIncoming, IncomingMessage, OpenConversation, Origin,
-    PostAgentMessage, RecordEvent, SetBotActive, UpdateConversation,
+    ApplyPayload, ContactInput, DeleteConversation, EventHandled, HandleIncoming, IncomingMessage, OpenConversation,
+    Origin, PostAgentMessage, RecordEvent, SetBotActive, UpdateConversation,
 };
-use baton_actors::model::{ContactId, Conversation, ConversationId, ConversationStatus, FlowId, Session, SessionStatus};
+use baton_actors::model::{
+    ContactId, Conversation, ConversationId, ConversationStatus, FlowId, Session, SessionStatus,
+};
 use baton_actors::store::ConversationCursor;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
@@ -31,9 +33,7 @@ const MAX_MESSAGES_PAGE: usize = 1000;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        resource("/v1/chatbots/{bot}/conversations/handle")
-            .app_data(BodyLimit::Handle)
-            .route(web::post().to(handle)),
+        resource("/v1/chatbots/{bot}/conversations/handle").app_data(BodyLimit::Handle).route(web::post().to(handle)),
     )
     .service(resource("/v1/chatbots/{bot}/conversations/find").route(web::get().to(find)))
     .service(resource("/v1/chatbots/{bot}/conversations/event").route(web::post().to(event)))
@@ -42,12 +42,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/chatbots/{bot}/conversations").route(web::get().to(list)).route(web::post().to(create)));
     for prefix in ["/v1/chatbots/{bot}/conversations/{id}", "/v1/conversations/{id}"] {
         cfg.service(
-            resource(prefix)
-                .route(web::get().to(get))
-                .route(web::patch().to(update))
-                .route(web::delete().to(delete)),
+            resource(prefix).route(web::get().to(get)).route(web::patch().to(update)).route(web::delete().to(delete)),
         )
-        .service(resource(&format!("{prefix}/messages")).route(web::get().to(messages)).route(web::post().to(post_message)))
+        .service(
+            resource(&format!("{prefix}/messages")).route(web::get().to(messages)).route(web::post().to(post_message)),
+        )
         .service(resource(&format!("{prefix}/bot-control")).route(web::post().to(bot_control)))
         .service(resource(&format!("{prefix}/status")).route(web::put().to(set_status)))
         .service(resource(&format!("{prefix}/autoreply")).route(web::post().to(autoreply)));
@@ -135,7 +134,12 @@ fn incoming_message(body: IncomingBody) -> Result<IncomingMessage, ApiError> {
         "button" | "list_reply" => match (text.trim().is_empty(), body.button_id) {
             (false, _) => text,
             (true, Some(id)) if !id.trim().is_empty() => id,
-            _ => return Err(ApiError::bad_request("message.button_id", format!("message.button_id or message.text is required for {kind} messages"))),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "message.button_id",
+                    format!("message.button_id or message.text is required for {kind} messages"),
+                ))
+            }
         },
         "media" | "location" => {
             if text.is_empty() {
@@ -155,11 +159,21 @@ fn incoming_message(body: IncomingBody) -> Result<IncomingMessage, ApiError> {
         required_text("message.id", id)?;
         max_chars("message.id", id, MAX_ID_CHARS)?;
     }
-    Ok(IncomingMessage { provider_message_id: body.id.map(|id| id.trim().to_string()), message_type: kind, text, from_me: body.from_me })
+    Ok(IncomingMessage {
+        provider_message_id: body.id.map(|id| id.trim().to_string()),
+        message_type: kind,
+        text,
+        from_me: body.from_me,
+    })
 }
 
 /// `POST /v1/chatbots/{bot}/conversations/handle`: a provider's incoming message.
-async fn handle(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<HandleRequest>) -> Result<HttpResponse, ApiError> {
+async fn handle(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<HandleRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::MessagesHandle)?;
     let body = body.0;
     let bot = state.chatbot(&principal, &bot)?;
@@ -170,7 +184,11 @@ async fn handle(state: web::Data<AppState>, principal: Principal, bot: web::Path
     let provider_id = body.provider_id.trim().to_string();
     let conversation_id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
     let origin = Origin {
-        channel_name: body.channel_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| channel_id.clone()),
+        channel_name: body
+            .channel_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| channel_id.clone()),
         channel_id,
         provider_id,
         contact: body.contact,
@@ -239,7 +257,12 @@ pub fn conversation_view(c: &Conversation) -> Value {
     })
 }
 
-async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, query: Query) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsRead)?;
     let bot = state.chatbot(&principal, &bot)?;
     let contact: Option<ContactId> = query.parse("contactId", "a UUID")?;
@@ -276,7 +299,12 @@ struct CreateConversation {
 }
 
 /// Opens a conversation without a message: 201 when new, 200 with the existing one otherwise.
-async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<CreateConversation>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<CreateConversation>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let bot = state.chatbot(&principal, &bot)?;
     let body = body.0;
@@ -285,7 +313,11 @@ async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path
     let provider_id = body.provider_id.trim().to_string();
     let id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
     let origin = Origin {
-        channel_name: body.channel_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| channel_id.clone()),
+        channel_name: body
+            .channel_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| channel_id.clone()),
         channel_id,
         provider_id,
         contact: body.contact,
@@ -296,7 +328,12 @@ async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path
     Ok(HttpResponse::build(status).json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
-async fn find(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, query: Query) -> Result<HttpResponse, ApiError> {
+async fn find(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsRead)?;
     let bot = state.chatbot(&principal, &bot)?;
     let channel = query.get("channelId").unwrap_or("").trim();
@@ -314,7 +351,11 @@ async fn find(state: web::Data<AppState>, principal: Principal, bot: web::Path<S
 
 /// The conversation named by the path, checked against the caller's tenant and, on nested
 /// paths, the chatbot; with its chatbot's configuration.
-fn resolve(state: &AppState, principal: &Principal, req: &HttpRequest) -> Result<(Conversation, Arc<BotConfig>), ApiError> {
+fn resolve(
+    state: &AppState,
+    principal: &Principal,
+    req: &HttpRequest,
+) -> Result<(Conversation, Arc<BotConfig>), ApiError> {
     let not_found = || ApiError::not_found("conversation");
     let id: ConversationId = req.match_info().get("id").unwrap_or("").parse().map_err(|_| not_found())?;
     let conversation = state.store.conversation(id)?.ok_or_else(not_found)?;
@@ -350,7 +391,12 @@ struct PatchConversation {
 }
 
 fn parse_status(raw: &str) -> Result<ConversationStatus, ApiError> {
-    raw.parse().map_err(|_| ApiError::bad_request("status", format!("status must be one of active, completed, escalated, failed; got {raw:?}")))
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(
+            "status",
+            format!("status must be one of active, completed, escalated, failed; got {raw:?}"),
+        )
+    })
 }
 
 /// Sends a change to the conversation's actor and answers with the conversation.
@@ -360,7 +406,12 @@ async fn change(state: &AppState, id: ConversationId, update: UpdateConversation
     Ok(HttpResponse::Ok().json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
-async fn update(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<PatchConversation>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<PatchConversation>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let body = body.0;
     let status = body.status.as_deref().map(parse_status).transpose()?;
@@ -370,7 +421,8 @@ async fn update(req: HttpRequest, state: web::Data<AppState>, principal: Princip
         }
     }
     let (conversation, _) = resolve(&state, &principal, &req)?;
-    change(&state, conversation.id, UpdateConversation { status, variables: body.variables, metadata: body.metadata }).await
+    change(&state, conversation.id, UpdateConversation { status, variables: body.variables, metadata: body.metadata })
+        .await
 }
 
 async fn delete(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
@@ -381,7 +433,12 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>, principal: Princip
     Ok(deleted())
 }
 
-async fn messages(req: HttpRequest, state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
+async fn messages(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsRead)?;
     let after_seq = query.parse::<u64>("after_seq", "a non-negative number")?.unwrap_or(0);
     let limit = query.parse::<usize>("limit", "a number from 1 to 1000")?.unwrap_or(DEFAULT_MESSAGES_PAGE);
@@ -402,13 +459,21 @@ struct AgentMessage {
 }
 
 /// An agent's reply: stored as role `agent`, pauses the bot when the chatbot says so.
-async fn post_message(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<AgentMessage>) -> Result<HttpResponse, ApiError> {
+async fn post_message(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<AgentMessage>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let body = body.0;
     required_text("content", &body.content)?;
     max_chars("content", &body.content, 65_536)?;
     let (conversation, bot) = resolve(&state, &principal, &req)?;
-    let posted = state.registry.send(conversation.id, PostAgentMessage { bot, content: body.content, agent_id: body.agent_id }).await?;
+    let posted = state
+        .registry
+        .send(conversation.id, PostAgentMessage { bot, content: body.content, agent_id: body.agent_id })
+        .await?;
     state.store.durable(posted.ticket).await?;
     Ok(HttpResponse::Created().json(posted.message))
 }
@@ -422,7 +487,12 @@ struct BotControl {
 }
 
 /// The outcome of a pause or resume, in the shape of seed `000`.
-pub async fn set_bot_active(state: &AppState, id: ConversationId, active: bool, agent_id: Option<String>) -> Result<Value, ApiError> {
+pub async fn set_bot_active(
+    state: &AppState,
+    id: ConversationId,
+    active: bool,
+    agent_id: Option<String>,
+) -> Result<Value, ApiError> {
     let changed = state.registry.send(id, SetBotActive { active, agent_id }).await?;
     state.store.durable(changed.ticket).await?;
     Ok(json!({
@@ -433,7 +503,12 @@ pub async fn set_bot_active(state: &AppState, id: ConversationId, active: bool, 
     }))
 }
 
-async fn bot_control(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<BotControl>) -> Result<HttpResponse, ApiError> {
+async fn bot_control(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<BotControl>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let active = match body.0.action.as_deref() {
         None => return Err(ApiError::bad_request("action", "action is required")),
@@ -450,7 +525,12 @@ struct SetStatus {
     status: String,
 }
 
-async fn set_status(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<SetStatus>) -> Result<HttpResponse, ApiError> {
+async fn set_status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<SetStatus>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let status = parse_status(&body.0.status)?;
     let (conversation, _) = resolve(&state, &principal, &req)?;
@@ -463,7 +543,12 @@ struct Autoreply {
 }
 
 /// Turns the bot on or off for one conversation (the same flag as bot-control).
-async fn autoreply(req: HttpRequest, state: web::Data<AppState>, principal: Principal, body: Json<Autoreply>) -> Result<HttpResponse, ApiError> {
+async fn autoreply(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<Autoreply>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let (conversation, _) = resolve(&state, &principal, &req)?;
     let changed = state.registry.send(conversation.id, SetBotActive { active: body.0.enabled, agent_id: None }).await?;
@@ -520,7 +605,12 @@ fn event_response(handled: EventHandled, asynchronous: bool, debug: bool) -> Htt
 }
 
 /// `POST …/conversations/event`: a channel event (`user_seen_message` updates `last_seen_at`).
-async fn event(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<EventRequest>) -> Result<HttpResponse, ApiError> {
+async fn event(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<EventRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::MessagesHandle)?;
     let body = body.0;
     let bot = state.chatbot(&principal, &bot)?;
@@ -532,7 +622,11 @@ async fn event(state: web::Data<AppState>, principal: Principal, bot: web::Path<
     let provider_id = body.provider_id.trim().to_string();
     let id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
     let origin = Origin {
-        channel_name: body.channel_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or_else(|| channel_id.clone()),
+        channel_name: body
+            .channel_name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| channel_id.clone()),
         channel_id,
         provider_id,
         contact: None,
@@ -574,14 +668,25 @@ fn conversation_of_bot(state: &AppState, bot: &BotConfig, raw: &str) -> Result<C
 }
 
 /// Sends a payload to a conversation's actor and answers like `handle`.
-async fn apply_payload(state: &AppState, conversation: ConversationId, msg: ApplyPayload, asynchronous: bool, debug: bool) -> Result<HttpResponse, ApiError> {
+async fn apply_payload(
+    state: &AppState,
+    conversation: ConversationId,
+    msg: ApplyPayload,
+    asynchronous: bool,
+    debug: bool,
+) -> Result<HttpResponse, ApiError> {
     let handled = state.registry.send(conversation, msg).await?;
     state.store.durable(handled.ticket).await?;
     Ok(event_response(handled, asynchronous, debug))
 }
 
 /// `POST …/conversations/payload`: jump into a flow or step, or deliver an event with a payload.
-async fn payload(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<PayloadRequest>) -> Result<HttpResponse, ApiError> {
+async fn payload(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<PayloadRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::MessagesHandle)?;
     let body = body.0;
     let bot = state.chatbot(&principal, &bot)?;
@@ -594,7 +699,8 @@ async fn payload(state: web::Data<AppState>, principal: Principal, bot: web::Pat
     let payload = match body.event_payload {
         Some(Value::String(raw)) if raw.trim().is_empty() => None,
         Some(Value::String(raw)) => Some(
-            serde_json::from_str::<Value>(&raw).map_err(|e| ApiError::bad_request("eventPayload", format!("eventPayload is not valid JSON: {e}")))?,
+            serde_json::from_str::<Value>(&raw)
+                .map_err(|e| ApiError::bad_request("eventPayload", format!("eventPayload is not valid JSON: {e}")))?,
         ),
         Some(Value::Null) | None => None,
         Some(other) => Some(other),
@@ -619,7 +725,12 @@ struct CustomEventRequest {
 }
 
 /// `POST …/conversations/custom-event`: starts the flows whose trigger lists `event:NAME`.
-async fn custom_event(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<CustomEventRequest>) -> Result<HttpResponse, ApiError> {
+async fn custom_event(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<CustomEventRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::MessagesHandle)?;
     let body = body.0;
     let bot = state.chatbot(&principal, &bot)?;

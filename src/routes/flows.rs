@@ -69,13 +69,22 @@ pub fn new_flow(bot: baton_actors::model::ChatbotId, body: FlowBody) -> Result<F
     })
 }
 
-async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let bot = state.chatbot(&principal, &bot)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.flows_of(bot.chatbot.id)? })))
 }
 
-async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<FlowBody>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<FlowBody>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let bot = state.chatbot(&principal, &bot)?;
     let flow = new_flow(bot.chatbot.id, body.0)?;
@@ -98,13 +107,22 @@ pub fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Res
     state.store.flow(bot.chatbot.id, id)?.ok_or_else(|| ApiError::not_found("flow"))
 }
 
-async fn get(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     Ok(HttpResponse::Ok().json(find(&state, &principal, &path.0, &path.1)?))
 }
 
 /// Partial update: the fields given replace the flow's (`steps` as a whole); validated whole.
-async fn update(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+    body: Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let current = find(&state, &principal, &path.0, &path.1)?;
     let mut flow = checked(merge_patch(&current, body.0, &["id", "chatbot_id", "created_at", "updated_at"])?)?;
@@ -113,7 +131,11 @@ async fn update(state: web::Data<AppState>, principal: Principal, path: web::Pat
     Ok(HttpResponse::Ok().json(flow))
 }
 
-async fn delete(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let flow = find(&state, &principal, &path.0, &path.1)?;
     let ticket = state.store.delete_flow(flow.chatbot_id, flow.id)?.ok_or_else(|| ApiError::not_found("flow"))?;

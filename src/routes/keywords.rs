@@ -67,14 +67,19 @@ fn validate(rule: &mut KeywordRule) -> Result<(), ApiError> {
         RuleError::EmptyKeyword { index } => ApiError::bad_request(format!("keywords[{index}]"), e.to_string()),
         RuleError::InvalidRegex { index, .. } => ApiError::unprocessable(format!("keywords[{index}]"), e.to_string()),
     })?;
-    rule.buttons = normalize_buttons("buttons", std::mem::take(&mut rule.buttons)).map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;
+    rule.buttons = normalize_buttons("buttons", std::mem::take(&mut rule.buttons))
+        .map_err(|e| ApiError::unprocessable(e.field(), e.to_string()))?;
     if rule.response_type == ResponseType::Buttons && rule.buttons.is_empty() {
         return Err(ApiError::unprocessable("buttons", "a buttons response needs at least one button"));
     }
     Ok(())
 }
 
-async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let bot = state.chatbot(&principal, &bot)?;
     let mut rules = state.store.rules_of(bot.chatbot.id)?;
@@ -82,7 +87,12 @@ async fn list(state: web::Data<AppState>, principal: Principal, bot: web::Path<S
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": rules })))
 }
 
-async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path<String>, body: Json<CreateRule>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    bot: web::Path<String>,
+    body: Json<CreateRule>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let bot = state.chatbot(&principal, &bot)?;
     let body = body.0;
@@ -93,7 +103,11 @@ async fn create(state: web::Data<AppState>, principal: Principal, bot: web::Path
         name: body.name.unwrap_or_default(),
         keywords: body.keywords,
         match_type: body.match_type,
-        response_type: body.response_type.unwrap_or(if body.buttons.is_empty() { ResponseType::Text } else { ResponseType::Buttons }),
+        response_type: body.response_type.unwrap_or(if body.buttons.is_empty() {
+            ResponseType::Text
+        } else {
+            ResponseType::Buttons
+        }),
         response: body.response,
         buttons: body.buttons,
         priority: body.priority,
@@ -119,13 +133,22 @@ fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<
     state.store.rule(bot.chatbot.id, id)?.ok_or_else(|| ApiError::not_found("keyword rule"))
 }
 
-async fn get(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     Ok(HttpResponse::Ok().json(find(&state, &principal, &path.0, &path.1)?))
 }
 
 /// Partial update: the fields given replace the rule's; the result is validated whole.
-async fn update(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>, body: Json<Map<String, Value>>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+    body: Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let current = find(&state, &principal, &path.0, &path.1)?;
     let mut rule: KeywordRule = merge_patch(&current, body.0, &["id", "chatbot_id", "created_at", "updated_at"])?;
@@ -135,10 +158,15 @@ async fn update(state: web::Data<AppState>, principal: Principal, path: web::Pat
     Ok(HttpResponse::Ok().json(rule))
 }
 
-async fn delete(state: web::Data<AppState>, principal: Principal, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let rule = find(&state, &principal, &path.0, &path.1)?;
-    let ticket = state.store.delete_rule(rule.chatbot_id, rule.id)?.ok_or_else(|| ApiError::not_found("keyword rule"))?;
+    let ticket =
+        state.store.delete_rule(rule.chatbot_id, rule.id)?.ok_or_else(|| ApiError::not_found("keyword rule"))?;
     state.configs.invalidate(rule.chatbot_id);
     state.store.durable(ticket).await?;
     Ok(deleted())

@@ -30,7 +30,12 @@ async fn list(state: web::Data<AppState>, principal: Principal, query: Query) ->
         Some("open") => Some(SessionStatus::Open),
         Some("paused") => Some(SessionStatus::Paused),
         Some("closed") => Some(SessionStatus::Closed),
-        Some(other) => return Err(ApiError::bad_request("status", format!("status must be open, paused or closed; got {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "status",
+                format!("status must be open, paused or closed; got {other:?}"),
+            ))
+        }
     };
     let limit = query.parse::<usize>("limit", "a number from 1 to 500")?.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -50,7 +55,11 @@ pub fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Session
     }
 }
 
-async fn get(state: web::Data<AppState>, principal: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsRead)?;
     Ok(HttpResponse::Ok().json(find(&state, &principal, &id)?))
 }
@@ -70,18 +79,26 @@ pub fn parse_action(raw: Option<&str>) -> Result<SessionAction, ApiError> {
         Some("close") | Some("closed") => Ok(SessionAction::Close),
         Some("pause") | Some("paused") => Ok(SessionAction::Pause),
         Some("resume") => Ok(SessionAction::Resume),
-        Some(other) => Err(ApiError::bad_request("status", format!("status must be open, close, pause or resume; got {other:?}"))),
+        Some(other) => {
+            Err(ApiError::bad_request("status", format!("status must be open, close, pause or resume; got {other:?}")))
+        }
     }
 }
 
 /// Applies a status change through the session's conversation actor.
 pub async fn set_status(state: &AppState, session: &Session, action: SessionAction) -> Result<Session, ApiError> {
-    let changed = state.registry.send(session.conversation_id, SetSessionStatus { session_id: session.id, action }).await?;
+    let changed =
+        state.registry.send(session.conversation_id, SetSessionStatus { session_id: session.id, action }).await?;
     state.store.durable(changed.ticket).await?;
     Ok(changed.session)
 }
 
-async fn update(state: web::Data<AppState>, principal: Principal, id: web::Path<String>, body: Json<SessionPatch>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+    body: Json<SessionPatch>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let action = parse_action(body.0.status.as_deref())?;
     let session = find(&state, &principal, &id)?;

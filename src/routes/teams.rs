@@ -27,12 +27,22 @@ struct CreateTeam {
     name: String,
 }
 
-async fn create_team(state: web::Data<AppState>, principal: Principal, body: Json<CreateTeam>) -> Result<HttpResponse, ApiError> {
+async fn create_team(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<CreateTeam>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let name = required_text("name", &body.0.name)?;
     max_chars("name", name, 200)?;
     let at = now();
-    let team = Team { id: TeamId::new_random(), tenant_id: principal.tenant_id, name: name.to_string(), created_at: at, updated_at: at };
+    let team = Team {
+        id: TeamId::new_random(),
+        tenant_id: principal.tenant_id,
+        name: name.to_string(),
+        created_at: at,
+        updated_at: at,
+    };
     let ticket = state.store.put_team(&team)?;
     state.store.durable(ticket).await?;
     Ok(HttpResponse::Created().json(team))
@@ -55,7 +65,11 @@ pub fn find_agent(state: &AppState, principal: &Principal, id: &str) -> Result<A
     state.store.agent(principal.tenant_id, id)?.ok_or_else(|| ApiError::not_found("agent"))
 }
 
-async fn get_team(state: web::Data<AppState>, principal: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_team(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     can_read(&principal)?;
     Ok(HttpResponse::Ok().json(find_team(&state, &principal, &id)?))
 }
@@ -69,7 +83,11 @@ struct CreateAgent {
     team_ids: Vec<String>,
 }
 
-async fn create_agent(state: web::Data<AppState>, principal: Principal, body: Json<CreateAgent>) -> Result<HttpResponse, ApiError> {
+async fn create_agent(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<CreateAgent>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let body = body.0;
     let name = required_text("name", &body.name)?;
@@ -80,8 +98,9 @@ async fn create_agent(state: web::Data<AppState>, principal: Principal, body: Js
     }
     let mut team_ids = Vec::with_capacity(body.team_ids.len());
     for (i, raw) in body.team_ids.iter().enumerate() {
-        let team = find_team(&state, &principal, raw)
-            .map_err(|_| ApiError::unprocessable(format!("team_ids[{i}]"), format!("team_ids[{i}]: no team {raw:?}")))?;
+        let team = find_team(&state, &principal, raw).map_err(|_| {
+            ApiError::unprocessable(format!("team_ids[{i}]"), format!("team_ids[{i}]: no team {raw:?}"))
+        })?;
         if !team_ids.contains(&team.id) {
             team_ids.push(team.id);
         }
@@ -103,7 +122,9 @@ async fn create_agent(state: web::Data<AppState>, principal: Principal, body: Js
 
 fn looks_like_email(email: &str) -> bool {
     match email.split_once('@') {
-        Some((user, domain)) => !user.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'),
+        Some((user, domain)) => {
+            !user.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        }
         None => false,
     }
 }
@@ -113,7 +134,11 @@ async fn list_agents(state: web::Data<AppState>, principal: Principal) -> Result
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.agents_of(principal.tenant_id)? })))
 }
 
-async fn get_agent(state: web::Data<AppState>, principal: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_agent(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     can_read(&principal)?;
     Ok(HttpResponse::Ok().json(find_agent(&state, &principal, &id)?))
 }

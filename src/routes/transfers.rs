@@ -49,7 +49,9 @@ pub fn list_transfers(state: &AppState, principal: &Principal, query: &Query) ->
         None => None,
         Some("active") => Some(TransferStatus::Active),
         Some("resumed") => Some(TransferStatus::Resumed),
-        Some(other) => return Err(ApiError::bad_request("status", format!("status must be active or resumed; got {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request("status", format!("status must be active or resumed; got {other:?}")))
+        }
     };
     let queue = parse_queue(state, principal, query.get("team_id"))?;
     let mut transfers = Vec::new();
@@ -89,7 +91,11 @@ pub struct CreateTransfer {
 
 /// The conversation a transfer request names: the conversation itself, or the contact's
 /// most recently active one.
-fn target_conversation(state: &AppState, principal: &Principal, body: &CreateTransfer) -> Result<Conversation, ApiError> {
+fn target_conversation(
+    state: &AppState,
+    principal: &Principal,
+    body: &CreateTransfer,
+) -> Result<Conversation, ApiError> {
     let mine = |c: &Conversation| c.tenant_id == principal.tenant_id;
     if let Some(raw) = body.conversation_id.as_deref().filter(|s| !s.trim().is_empty()) {
         let id: ConversationId = raw.trim().parse().map_err(|_| ApiError::not_found("conversation"))?;
@@ -113,16 +119,26 @@ pub async fn open_transfer(state: &AppState, principal: &Principal, body: Create
     max_chars("notes", &notes, 4000)?;
     let team_id: Option<TeamId> = match body.team_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None | Some("general") => None,
-        Some(raw) => Some(find_team(state, principal, raw).map_err(|_| ApiError::unprocessable("team_id", format!("team_id: no team {raw:?}")))?.id),
+        Some(raw) => Some(
+            find_team(state, principal, raw)
+                .map_err(|_| ApiError::unprocessable("team_id", format!("team_id: no team {raw:?}")))?
+                .id,
+        ),
     };
     let conversation = target_conversation(state, principal, &body)?;
-    let bot = state.chatbot(principal, &conversation.chatbot_id.to_string()).map_err(|_| ApiError::not_found("conversation"))?;
+    let bot = state
+        .chatbot(principal, &conversation.chatbot_id.to_string())
+        .map_err(|_| ApiError::not_found("conversation"))?;
     let changed = state.registry.send(conversation.id, OpenTransfer { bot, team_id, notes }).await?;
     state.store.durable(changed.ticket).await?;
     transfer_view(state, &changed.transfer)
 }
 
-async fn create(state: web::Data<AppState>, principal: Principal, body: Json<CreateTransfer>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<CreateTransfer>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Created().json(open_transfer(&state, &principal, body.0).await?))
 }
@@ -157,7 +173,11 @@ pub fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Transfe
     }
 }
 
-async fn get(state: web::Data<AppState>, principal: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(transfer_view(&state, &find(&state, &principal, &id)?)?))
 }
@@ -169,18 +189,30 @@ pub struct Assign {
 }
 
 /// Assigns transfer `id` to an agent.
-pub async fn assign_transfer(state: &AppState, principal: &Principal, id: &str, body: Assign) -> Result<Value, ApiError> {
+pub async fn assign_transfer(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    body: Assign,
+) -> Result<Value, ApiError> {
     let transfer = find(state, principal, id)?;
-    let agent = find_agent(state, principal, &body.agent_id).map_err(|_| ApiError::unprocessable("agent_id", format!("agent_id: no agent {:?}", body.agent_id)))?;
+    let agent = find_agent(state, principal, &body.agent_id)
+        .map_err(|_| ApiError::unprocessable("agent_id", format!("agent_id: no agent {:?}", body.agent_id)))?;
     if transfer.status != TransferStatus::Active {
         return Err(ApiError::conflict("this transfer was already resumed"));
     }
-    let (transfer, ticket) = state.store.assign_transfer(transfer.id, agent.id)?.ok_or_else(|| ApiError::not_found("transfer"))?;
+    let (transfer, ticket) =
+        state.store.assign_transfer(transfer.id, agent.id)?.ok_or_else(|| ApiError::not_found("transfer"))?;
     state.store.durable(ticket).await?;
     transfer_view(state, &transfer)
 }
 
-async fn assign(state: web::Data<AppState>, principal: Principal, id: web::Path<String>, body: Json<Assign>) -> Result<HttpResponse, ApiError> {
+async fn assign(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+    body: Json<Assign>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(assign_transfer(&state, &principal, &id, body.0).await?))
 }
@@ -193,7 +225,11 @@ pub async fn resume_transfer(state: &AppState, principal: &Principal, id: &str) 
     transfer_view(state, &changed.transfer)
 }
 
-async fn resume(state: web::Data<AppState>, principal: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn resume(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(resume_transfer(&state, &principal, &id).await?))
 }

@@ -1,1 +1,429 @@
-//! placeholder
+//! The `baton` binary as an operator runs it: first start and its admin key, offline
+//! `keys create`, graceful SIGTERM, `--config` files and `BATON_…` variables, `--help`.
+//!
+//! Also home of [`ServerProcess`], a real `baton serve` child process (used by `crash.rs`).
+
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, body};
+
+/// How long a child gets to become ready or to exit.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `baton …` command with small logs and no `BATON_…` settings inherited from the test's environment.
+pub(crate) fn baton() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BATON_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// A loopback port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The admin key a first start wrote to `data_dir/admin.key`.
+pub(crate) fn admin_key_file(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin.key")).expect("admin.key").trim().to_string()
+}
+
+/// A running `baton serve` child process; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub(crate) struct ServerProcess {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// The child's stderr, kept to show it when something goes wrong.
+    log: std::fs::File,
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
+}
+
+impl ServerProcess {
+    /// `baton serve --addr 127.0.0.1:PORT --data-dir DATA_DIR`, ready to answer.
+    pub(crate) async fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let mut command = baton();
+        command.arg("serve").arg("--addr").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data_dir);
+        Self::launch(command, port).await
+    }
+
+    /// Runs `command` (a `serve` invocation listening on `port`) and waits until `/healthz` answers.
+    pub(crate) async fn launch(mut command: Command, port: u16) -> Self {
+        let log = tempfile::tempfile().expect("log file");
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().expect("log handle"))
+            .spawn()
+            .expect("spawn baton");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut server = ServerProcess {
+            child,
+            stdout,
+            log,
+            address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("baton exited with {status} before it was ready; stderr:\n{}", self.stderr());
+            }
+            let probe = self.client.get(self.url("/healthz")).timeout(Duration::from_millis(500)).send().await;
+            if matches!(probe, Ok(ref r) if r.status() == 200) {
+                return;
+            }
+            assert!(
+                started.elapsed() < PROCESS_DEADLINE,
+                "baton not ready after {PROCESS_DEADLINE:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `address` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Everything the child wrote to stderr so far.
+    pub(crate) fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        let _ = self.log.rewind();
+        let _ = self.log.read_to_string(&mut text);
+        text
+    }
+
+    /// The next stdout line (blocking; the server prints its lines before it answers `/healthz`).
+    pub(crate) fn stdout_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read stdout");
+        line
+    }
+
+    /// The admin key a first start prints: the second stdout line, alone.
+    pub(crate) fn printed_key(&mut self) -> String {
+        let first = self.stdout_line();
+        assert!(!first.trim().is_empty(), "a first start prints a line before the key");
+        self.stdout_line().trim().to_string()
+    }
+
+    /// The rest of stdout; only ends once the process has exited.
+    pub(crate) fn remaining_stdout(&mut self) -> String {
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("read stdout");
+        rest
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub(crate) async fn terminate(&mut self) -> ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.wait_exit().await
+    }
+
+    /// Waits up to [`PROCESS_DEADLINE`] for the process to exit.
+    pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < PROCESS_DEADLINE,
+                "baton still running {PROCESS_DEADLINE:?} after SIGTERM; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET `path` with `key`.
+    pub(crate) async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).header("X-API-Key", key).send().await.expect("request")
+    }
+
+    /// POST `path` with a JSON body and `key`.
+    pub(crate) async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).header("X-API-Key", key).json(body).send().await.expect("request")
+    }
+
+    /// Creates a chatbot named `name` and returns its id.
+    pub(crate) async fn create_chatbot(&self, key: &str, name: &str) -> String {
+        let response = self.post("/v1/chatbots", key, &json!({ "name": name })).await;
+        assert_eq!(response.status(), 201, "create chatbot");
+        body(response).await["id"].as_str().expect("chatbot id").to_string()
+    }
+
+    /// Posts a text message from `provider_id` to `handle`.
+    pub(crate) async fn handle(
+        &self,
+        key: &str,
+        bot: &str,
+        provider_id: &str,
+        text: &str,
+        message_id: &str,
+    ) -> reqwest::Response {
+        let payload = json!({
+            "channelId": "wa-main",
+            "channelName": "WhatsApp",
+            "providerId": provider_id,
+            "message": { "id": message_id, "type": "text", "text": text },
+        });
+        self.post(&format!("/v1/chatbots/{bot}/conversations/handle"), key, &payload).await
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a short-lived `baton` command to completion (bounded) and returns its output.
+async fn run_to_end(mut command: Command) -> Output {
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn baton");
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > PROCESS_DEADLINE {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "baton did not finish within {PROCESS_DEADLINE:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `baton keys create --data-dir DIR --tenant TENANT --scopes SCOPES --name NAME`.
+async fn keys_create(data_dir: &Path, tenant: &str, scopes: &str, name: &str) -> Output {
+    let mut command = baton();
+    command
+        .args(["keys", "create", "--data-dir"])
+        .arg(data_dir)
+        .args(["--tenant", tenant, "--scopes", scopes, "--name", name]);
+    run_to_end(command).await
+}
+
+/// The key `keys create` printed: its last stdout line, checked to be a key alone.
+fn created_key(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "keys create failed: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = stdout.lines().last().expect("a line on stdout").trim().to_string();
+    assert!(key.starts_with("bt_") && !key.contains(' '), "last stdout line should be the key alone, got {key:?}");
+    key
+}
+
+#[tokio::test]
+async fn a_first_start_prints_the_admin_key_and_writes_it_to_a_private_file() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+
+    // Act
+    let mut server = ServerProcess::start(&data_dir).await;
+    let printed = server.printed_key();
+
+    // Assert
+    assert!(printed.starts_with("bt_"), "printed key {printed:?}");
+    assert_eq!(printed, admin_key_file(&data_dir), "stdout key and admin.key differ");
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(data_dir.join("admin.key")).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o600, "admin.key mode is {mode:o}");
+    assert_eq!(server.get("/v1/api-keys", &printed).await.status(), 200, "the printed key works");
+}
+
+#[tokio::test]
+async fn a_second_start_prints_no_key_and_the_first_key_still_works() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut first = ServerProcess::start(&data_dir).await;
+    let key = first.printed_key();
+    assert!(first.terminate().await.success());
+    drop(first);
+
+    // Act
+    let mut second = ServerProcess::start(&data_dir).await;
+    let works = second.get("/v1/api-keys", &key).await.status();
+    let status = second.terminate().await;
+    let stdout = second.remaining_stdout();
+
+    // Assert
+    assert_eq!(works, 200, "the first start's key works after a restart");
+    assert!(status.success(), "exit status {status}");
+    assert!(!stdout.contains("bt_"), "a second start printed a key: {stdout:?}");
+    assert_eq!(admin_key_file(&data_dir), key, "admin.key was rewritten");
+}
+
+#[tokio::test]
+async fn keys_create_makes_a_key_limited_to_its_tenant_and_scopes() {
+    // Arrange: a default-tenant chatbot, then the server stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&data_dir).await;
+    let admin = server.printed_key();
+    let default_bot = server.create_chatbot(&admin, "default-bot").await;
+    assert!(server.terminate().await.success());
+    drop(server);
+
+    // Act
+    let provider = keys_create(&data_dir, "acme", "messages:handle,conversations:read", "provider").await;
+    let config = keys_create(&data_dir, "acme", "chatbot:config", "config").await;
+
+    // Assert
+    let provider = created_key(&provider);
+    let config = created_key(&config);
+    let server = ServerProcess::start(&data_dir).await;
+    let acme_bot = server.create_chatbot(&config, "acme-bot").await;
+    let handled = server.handle(&provider, &acme_bot, "+15550001", "hello", "acme-1").await;
+    assert_eq!(handled.status(), 200, "the provider key handles for its tenant's chatbot");
+    let conversation = body(handled).await["conversation_id"].as_str().expect("conversation_id").to_string();
+    let messages = server.get(&format!("/v1/conversations/{conversation}/messages"), &provider).await;
+    assert_eq!(messages.status(), 200, "conversations:read lets it read messages");
+    assert_eq!(body(messages).await["items"][0]["content"], "hello");
+    let create = server.post("/v1/chatbots", &provider, &json!({ "name": "nope" })).await;
+    assert_error(create, 403, "chatbot:config").await;
+    assert_error(server.get(&format!("/v1/chatbots/{default_bot}"), &provider).await, 404, "").await;
+    let foreign = server.handle(&provider, &default_bot, "+15550001", "hello", "acme-2").await;
+    assert_error(foreign, 404, "").await;
+}
+
+#[tokio::test]
+async fn keys_create_refuses_an_unknown_scope() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+
+    // Act
+    let output = keys_create(&dir.path().join("data"), "acme", "conversations:read,teleport:everyone", "bad").await;
+
+    // Assert
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "unknown scope accepted; stdout: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(stderr.contains("teleport:everyone"), "stderr should name the scope: {stderr:?}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("bt_"), "a key was printed anyway");
+}
+
+#[tokio::test]
+async fn keys_create_fails_clearly_while_the_server_runs_on_the_same_dir() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&data_dir).await;
+    let _admin = server.printed_key();
+
+    // Act
+    let output = keys_create(&data_dir, "acme", "admin", "while-running").await;
+
+    // Assert
+    assert!(!output.status.success(), "keys create succeeded on a locked data dir");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lock"), "stderr should say the data dir is locked: {stderr:?}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("bt_"), "a key was printed anyway");
+    assert_eq!(server.get("/healthz", "").await.status(), 200, "the running server is unharmed");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly_and_keeps_its_data() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&data_dir).await;
+    let admin = server.printed_key();
+    let bot = server.create_chatbot(&admin, "survivor").await;
+    let handled = server.handle(&admin, &bot, "+15550002", "before the restart", "term-1").await;
+    assert_eq!(handled.status(), 200);
+    let conversation = body(handled).await["conversation_id"].as_str().expect("conversation_id").to_string();
+
+    // Act
+    let status = server.terminate().await;
+    drop(server);
+
+    // Assert
+    assert!(status.success(), "SIGTERM exit status {status}");
+    let server = ServerProcess::start(&data_dir).await;
+    assert_eq!(server.get(&format!("/v1/chatbots/{bot}"), &admin).await.status(), 200, "chatbot survived");
+    let messages = body(server.get(&format!("/v1/conversations/{conversation}/messages"), &admin).await).await;
+    assert_eq!(messages["items"][0]["content"], "before the restart", "message survived: {messages}");
+    assert_eq!(messages["items"][0]["seq"], 1);
+}
+
+#[tokio::test]
+async fn a_config_file_and_baton_environment_variables_are_honoured() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("from-env");
+    let port = free_port();
+    let config = dir.path().join("baton.toml");
+    std::fs::write(&config, format!("[server]\naddr = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut command = baton();
+    command.arg("serve").arg("--config").arg(&config).env("BATON_STORAGE__DATA_DIR", &data_dir);
+
+    // Act
+    let mut server = ServerProcess::launch(command, port).await;
+    let key = server.printed_key();
+
+    // Assert
+    assert!(data_dir.join("admin.key").exists(), "data did not land in BATON_STORAGE__DATA_DIR");
+    assert_eq!(admin_key_file(&data_dir), key);
+    assert_eq!(server.get("/v1/api-keys", &key).await.status(), 200, "answers on the configured port");
+}
+
+#[tokio::test]
+async fn help_is_available_for_the_binary_and_serve() {
+    // Arrange
+    let mut top = baton();
+    top.arg("--help");
+    let mut serve = baton();
+    serve.args(["serve", "--help"]);
+
+    // Act
+    let top = run_to_end(top).await;
+    let serve = run_to_end(serve).await;
+
+    // Assert
+    assert!(top.status.success(), "baton --help: {}", top.status);
+    assert!(String::from_utf8_lossy(&top.stdout).contains("serve"), "baton --help lists serve");
+    assert!(serve.status.success(), "baton serve --help: {}", serve.status);
+    assert!(String::from_utf8_lossy(&serve.stdout).contains("--data-dir"), "serve --help lists --data-dir");
+}

@@ -13,12 +13,10 @@ use serde_json::{json, Value};
 #[derive(Debug)]
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     /// The admin key of tenant `default`, created on first start.
     pub admin_key: String,
     pub client: reqwest::Client,
     pub store: Store,
-    pub data_dir: PathBuf,
     /// Kept so the directory lives as long as the app (None when the caller owns it).
     _temp: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -80,15 +78,16 @@ async fn start(settings: Settings, temp: Option<tempfile::TempDir>) -> TestApp {
     let (port, admin_key, store) = ready_rx.await.expect("app started");
     let admin_key = match admin_key {
         Some(key) => key,
-        None => std::fs::read_to_string(data_dir.join("admin.key")).expect("admin.key of an earlier start").trim().to_string(),
+        None => std::fs::read_to_string(data_dir.join("admin.key"))
+            .expect("admin.key of an earlier start")
+            .trim()
+            .to_string(),
     };
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        port,
         admin_key,
         client: reqwest::Client::new(),
         store,
-        data_dir,
         _temp: temp,
         shutdown: Some(shutdown_tx),
         thread: Some(thread),
@@ -154,12 +153,20 @@ impl TestApp {
     }
 
     /// Posts a text message to `handle` and returns the response.
-    pub async fn handle(&self, key: &str, bot: &str, provider_id: &str, text: &str, message_id: Option<&str>) -> reqwest::Response {
+    pub async fn handle(
+        &self,
+        key: &str,
+        bot: &str,
+        provider_id: &str,
+        text: &str,
+        message_id: Option<&str>,
+    ) -> reqwest::Response {
         let mut message = json!({ "type": "text", "text": text });
         if let Some(id) = message_id {
             message["id"] = json!(id);
         }
-        let payload = json!({ "channelId": "wa-main", "channelName": "WhatsApp", "providerId": provider_id, "message": message });
+        let payload =
+            json!({ "channelId": "wa-main", "channelName": "WhatsApp", "providerId": provider_id, "message": message });
         self.post(&format!("/v1/chatbots/{bot}/conversations/handle"), key, &payload).await
     }
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::buttons::{self, ButtonError};
 use super::rules::KeywordMatcher;
-use super::template::{render, render_json};
+use super::template::{render, render_json, render_url};
 use super::ReplyDraft;
 use crate::model::{
     ApiFetchConfig, Button, Flow, FlowStep, InputType, MatchType, PanelConfig, StepType, TeamId, WhatsappFlowRef,
@@ -177,7 +177,7 @@ fn validate_fetch(path: &str, config: &mut ApiFetchConfig) -> Result<(), FlowErr
         let head = config.url.get(..scheme.len())?;
         head.eq_ignore_ascii_case(scheme).then(|| &config.url[scheme.len()..])
     });
-    if after_scheme.map_or(true, str::is_empty) {
+    if after_scheme.is_none_or(str::is_empty) {
         return Err(FlowError::new(format!("{path}.url"), "must start with http:// or https://"));
     }
 
@@ -663,7 +663,7 @@ fn text_reply(text: String, buttons: &[Button]) -> Option<ReplyDraft> {
 
 fn fetch_request(config: &ApiFetchConfig, vars: &Map<String, Value>) -> FetchRequest {
     FetchRequest {
-        url: render(config.url.trim(), vars),
+        url: render_url(config.url.trim(), vars),
         method: config.method.trim().to_ascii_uppercase(),
         headers: config.headers.iter().map(|(name, value)| (name.clone(), render(value, vars))).collect(),
         body: config.body.as_ref().map(|body| render_json(body, vars)),

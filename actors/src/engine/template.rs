@@ -16,6 +16,27 @@ const CLOSE: &str = "}}";
 /// An unclosed `{{` is left verbatim. When braces nest (`{{{name}}}`), the `{{` nearest the
 /// closing `}}` opens the placeholder and the braces before it are kept (`{value}`).
 pub fn render(text: &str, vars: &Map<String, Value>) -> String {
+    render_with(text, vars, |out, value| push_value(out, value))
+}
+
+/// Like [`render`] for a URL template: every value is percent-encoded (all but RFC 3986's
+/// unreserved characters), so text a user typed can fill a path segment or a query value
+/// but never add a path, a query parameter or another host.
+pub fn render_url(template: &str, vars: &Map<String, Value>) -> String {
+    render_with(template, vars, |out, value| {
+        let mut plain = String::new();
+        push_value(&mut plain, value);
+        for byte in plain.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    })
+}
+
+fn render_with(text: &str, vars: &Map<String, Value>, mut push: impl FnMut(&mut String, Option<&Value>)) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find(OPEN) {
@@ -26,7 +47,7 @@ pub fn render(text: &str, vars: &Map<String, Value>) -> String {
         let open = rest[..close].rfind(OPEN).unwrap_or(open);
         out.push_str(&rest[..open]);
         let name = rest[open + OPEN.len()..close].trim();
-        push_value(&mut out, vars.get(name));
+        push(&mut out, vars.get(name));
         rest = &rest[close + CLOSE.len()..];
     }
     out.push_str(rest);
@@ -69,6 +90,15 @@ mod tests {
             Value::Object(map) => map,
             _ => panic!("vars must be an object"),
         }
+    }
+
+    #[test]
+    fn url_values_are_percent_encoded_so_they_cannot_change_the_url() {
+        let vars = vars(json!({"order": "12/../admin?x=1#f", "name": "Zoë"}));
+        assert_eq!(
+            render_url("https://api.example.com/orders/{{order}}?n={{name}}", &vars),
+            "https://api.example.com/orders/12%2F..%2Fadmin%3Fx%3D1%23f?n=Zo%C3%AB"
+        );
     }
 
     #[test]
