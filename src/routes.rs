@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     sessions::configure(cfg);
     teams::configure(cfg);
     transfers::configure(cfg);
+    crate::compat::configure(cfg);
     cfg.default_service(web::to(no_route));
 }
 

@@ -8,5 +8,8 @@ mod chatbots;
 mod cli;
 mod conversations;
 mod crash;
+mod flows;
 mod handle;
 mod helpers;
+mod sessions;
+mod transfers;
