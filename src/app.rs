@@ -11,13 +11,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::{Actor as _, Addr};
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use baton_actors::botconfig::{BotConfig, BotConfigs};
+use baton_actors::events::EventBus;
 use baton_actors::model::ChatbotId;
-use baton_actors::registry::{Registry, RegistryConfig};
+use baton_actors::registry::{Registry, RegistryConfig, Services};
 use baton_actors::store::{Store, StoreConfig};
+use baton_actors::webhook::{WebhookActor, WebhookStats};
 use secrecy::ExposeSecret;
 
 use crate::auth::{issue_key, Principal, Scope};
@@ -36,6 +39,9 @@ pub struct AppState {
     pub configs: BotConfigs,
     pub settings: Arc<Settings>,
     pub jwt: Option<jsonwebtoken::DecodingKey>,
+    /// Delivers the outbox.
+    pub webhooks: Addr<WebhookActor>,
+    pub webhook_stats: Arc<WebhookStats>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -61,6 +67,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     bootstrap_key: Option<String>,
+    /// The webhook actor's thread, stopped last.
+    webhook_arbiter: actix::Arbiter,
 }
 
 impl std::fmt::Debug for Application {
@@ -81,6 +89,9 @@ impl Application {
             .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let configs = BotConfigs::default();
+        let outbox = Arc::new(tokio::sync::Notify::new());
+        let services =
+            Services { configs: configs.clone(), http, events: EventBus::default(), outbox: Arc::clone(&outbox) };
         let registry = Registry::start(
             store.clone(),
             RegistryConfig {
@@ -88,15 +99,27 @@ impl Application {
                 mailbox_capacity: settings.actors.mailbox_capacity.max(1),
                 idle_passivate: settings.idle_passivate(),
             },
-            configs.clone(),
-            http,
+            services,
         );
+        let webhook_stats = Arc::new(WebhookStats::default());
+        let webhook_actor =
+            WebhookActor::new(store.clone(), settings.webhooks.actor_config(), Arc::clone(&webhook_stats), outbox)?;
+        let webhook_arbiter = actix::Arbiter::new();
+        let webhooks = WebhookActor::start_in_arbiter(&webhook_arbiter.handle(), move |_| webhook_actor);
         let secret = settings.auth.jwt_secret.expose_secret();
         let jwt = (!secret.is_empty()).then(|| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()));
         let listener = TcpListener::bind(settings.server.addr)
             .with_context(|| format!("could not listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { store, registry, configs, settings: Arc::new(settings.clone()), jwt });
+        let state = web::Data::new(AppState {
+            store,
+            registry,
+            configs,
+            settings: Arc::new(settings.clone()),
+            jwt,
+            webhooks,
+            webhook_stats,
+        });
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new().app_data(server_state.clone()).wrap(tracing_actix()).configure(crate::routes::configure)
@@ -109,7 +132,7 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
-        Ok(Self { port, server: server.run(), state, bootstrap_key })
+        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter })
     }
 
     /// The port the server listens on.
@@ -144,6 +167,14 @@ impl Application {
         }
         tracing::info!("draining conversation mailboxes");
         self.state.registry.drain().await;
+        let grace = Duration::from_secs(self.state.settings.webhooks.shutdown_grace_secs);
+        let _ = self.state.webhooks.send(baton_actors::webhook::Drain { deadline: grace }).await;
+        let pending = self.state.store.pending_deliveries();
+        if pending > 0 {
+            tracing::info!(pending, "webhook deliveries stay queued for the next start");
+        }
+        self.webhook_arbiter.stop();
+        let _ = self.webhook_arbiter.join();
         self.state.store.close()?;
         tracing::info!("store flushed; bye");
         Ok(())

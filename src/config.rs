@@ -61,6 +61,24 @@ pub struct AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WebhookSettings {
     pub allow_private_networks: bool,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub retry_schedule_secs: Vec<u64>,
+    pub max_in_flight: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl WebhookSettings {
+    /// The webhook actor's configuration.
+    pub fn actor_config(&self) -> baton_actors::webhook::WebhookConfig {
+        baton_actors::webhook::WebhookConfig {
+            allow_private_networks: self.allow_private_networks,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            retry_schedule: self.retry_schedule_secs.iter().map(|&s| Duration::from_secs(s)).collect(),
+            max_in_flight: self.max_in_flight.max(1),
+        }
+    }
 }
 
 /// Logging.

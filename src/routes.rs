@@ -5,9 +5,11 @@ pub mod api_keys;
 pub mod channels;
 pub mod chatbots;
 pub mod conversations;
+pub mod deliveries;
 pub mod flows;
 pub mod health;
 pub mod keywords;
+pub mod live;
 pub mod sessions;
 pub mod teams;
 pub mod transfers;
@@ -28,6 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     sessions::configure(cfg);
     teams::configure(cfg);
     transfers::configure(cfg);
+    deliveries::configure(cfg);
+    live::configure(cfg);
     crate::compat::configure(cfg);
     cfg.default_service(web::to(no_route));
 }

@@ -22,9 +22,9 @@ use crate::botconfig::BotConfig;
 use crate::engine::flow::{self, FetchOutcome, FetchRequest, Progress};
 use crate::engine::{self, ReplyDraft, Route};
 use crate::model::{
-    now, Channel, Contact, ContactId, Conversation, ConversationId, ConversationStatus, Flow, FlowId, Message,
-    MessageId, Reply, ReplyKind, Role, Session, SessionId, SessionStatus, TeamId, Transfer, TransferId, TransferSource,
-    TransferStatus,
+    now, Channel, Contact, ContactId, Conversation, ConversationId, ConversationStatus, Delivery, DeliveryId,
+    DeliveryKind, DeliveryStatus, Flow, FlowId, Message, MessageId, Reply, ReplyKind, Role, Session, SessionId,
+    SessionStatus, TeamId, Transfer, TransferId, TransferSource, TransferStatus,
 };
 use crate::registry::Registry;
 use crate::store::{CommitTicket, ConversationWrite, HandleOutcome, Store, StoreError};
@@ -97,6 +97,8 @@ pub struct HandleIncoming {
     pub bot: Arc<BotConfig>,
     pub origin: Origin,
     pub message: IncomingMessage,
+    /// `async` handles: the bot's replies go to the channel's reply webhook.
+    pub deliver_replies: bool,
 }
 
 /// The result of [`HandleIncoming`].
@@ -158,6 +160,8 @@ pub struct RecordEvent {
 #[rtype(result = "Result<EventHandled, ConversationError>")]
 pub struct ApplyPayload {
     pub bot: Option<Arc<BotConfig>>,
+    /// `async` payloads: the bot's replies go to the channel's reply webhook.
+    pub deliver_replies: bool,
     pub flow_id: Option<FlowId>,
     pub step: Option<String>,
     pub event: Option<String>,
@@ -286,9 +290,27 @@ struct Turn {
     session_changed: bool,
     messages: Vec<Message>,
     transfer: Option<Transfer>,
+    /// The live event a transfer change publishes.
+    transfer_event: Option<&'static str>,
     trace: Vec<String>,
     /// Tickets of writes made before the turn's own (a new channel).
     ticket: CommitTicket,
+    /// Whether the bot was active when the turn began (a change fires webhooks and events).
+    was_active: bool,
+    /// Send the bot's replies to the reply webhook (async handles and payloads).
+    deliver_replies: bool,
+    /// Send agent messages to the reply webhook (agent replies through the API).
+    deliver_agent_messages: bool,
+    /// Who took over, for the human-takeover payload.
+    agent: Option<AgentRef>,
+}
+
+/// An agent as the human-takeover payload names them.
+#[derive(Debug, Clone, Default)]
+struct AgentRef {
+    id: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
 }
 
 /// An `api_fetch` call the turn waits on.
@@ -457,6 +479,7 @@ impl Turn {
             team.map_or("the general queue".to_string(), |t| format!("team {t}"))
         ));
         self.transfer = Some(transfer.clone());
+        self.transfer_event = Some("transfer.created");
         transfer
     }
 
@@ -618,8 +641,13 @@ impl ConversationActor {
             session_changed: false,
             messages: Vec::new(),
             transfer: None,
+            transfer_event: None,
             trace: Vec::new(),
             ticket: CommitTicket::NONE,
+            was_active: self.conversation.as_ref().is_some_and(|c| c.bot_active),
+            deliver_replies: false,
+            deliver_agent_messages: false,
+            agent: None,
         };
         turn.expire_session();
         Ok(turn)
@@ -668,6 +696,7 @@ impl ConversationActor {
             last_message_at: None,
             last_seen_at: None,
             session_id: None,
+            epoch: 0,
             created_at: at,
             updated_at: at,
         };
@@ -682,18 +711,31 @@ impl ConversationActor {
             session_changed: false,
             messages: Vec::new(),
             transfer: None,
+            transfer_event: None,
             trace: Vec::new(),
             ticket,
+            was_active: true,
+            deliver_replies: false,
+            deliver_agent_messages: false,
+            agent: None,
         })
     }
 
-    /// Writes a turn and, once written, makes it the actor's state.
+    /// Writes a turn (with the webhook calls it causes) and, once written, makes it the
+    /// actor's state and tells the live subscribers.
     fn commit(
         &mut self,
         turn: &mut Turn,
         dedupe: Option<(&str, &HandleOutcome)>,
     ) -> Result<CommitTicket, ConversationError> {
         turn.conversation.updated_at = turn.at;
+        let paused = turn.was_active && !turn.conversation.bot_active;
+        let resumed = !turn.was_active && turn.conversation.bot_active;
+        if paused || resumed {
+            // Ownership changed hands: bot replies made before this are never delivered.
+            turn.conversation.epoch += 1;
+        }
+        let deliveries = self.deliveries(turn, paused)?;
         let ticket = self.store.write_conversation(&ConversationWrite {
             conversation: Some(&turn.conversation),
             created: turn.created,
@@ -702,10 +744,98 @@ impl ConversationActor {
             dedupe,
             session: turn.session.as_ref().filter(|_| turn.session_changed),
             transfer: turn.transfer.as_ref(),
+            deliveries: &deliveries,
         })?;
         self.conversation = Some(turn.conversation.clone());
         self.session = turn.session.clone();
+        self.publish(turn, paused, resumed);
+        if !deliveries.is_empty() {
+            self.registry.wake_outbox();
+        }
         Ok(ticket.max(turn.ticket))
+    }
+
+    /// The webhook calls a turn causes: replies and agent messages to the reply webhook, and
+    /// the human-takeover call when the bot was paused.
+    fn deliveries(&self, turn: &Turn, paused: bool) -> Result<Vec<Delivery>, ConversationError> {
+        let c = &turn.conversation;
+        let to_reply_webhook = |m: &&Message| {
+            (m.role == Role::Assistant && turn.deliver_replies)
+                || (m.role == Role::Agent && turn.deliver_agent_messages)
+        };
+        let replies: Vec<&Message> = turn.messages.iter().filter(to_reply_webhook).collect();
+        if replies.is_empty() && !paused {
+            return Ok(Vec::new());
+        }
+        let Some(channel) = self.store.channel(c.chatbot_id, &c.channel_id)? else { return Ok(Vec::new()) };
+        let delivery =
+            |kind, url: &str, method, headers: &std::collections::BTreeMap<String, String>, body, secret, seq| {
+                Delivery {
+                    id: DeliveryId::new_random(),
+                    tenant_id: c.tenant_id,
+                    chatbot_id: c.chatbot_id,
+                    conversation_id: c.id,
+                    channel_id: c.channel_id.clone(),
+                    kind,
+                    url: url.to_string(),
+                    method,
+                    headers: headers.clone(),
+                    body,
+                    secret,
+                    epoch: c.epoch,
+                    seq,
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_attempt_at: turn.at,
+                    last_status: None,
+                    last_error: None,
+                    created_at: turn.at,
+                    updated_at: turn.at,
+                    delivered_at: None,
+                }
+            };
+        let mut out = Vec::new();
+        if let Some(hook) = &channel.reply_webhook {
+            for message in replies {
+                let kind =
+                    if message.role == Role::Assistant { DeliveryKind::BotReply } else { DeliveryKind::AgentMessage };
+                let body = reply_payload(c, message);
+                out.push(delivery(kind, &hook.url, hook.method, &hook.headers, body, hook.secret.clone(), message.seq));
+            }
+        }
+        if let (true, Some(hook)) = (paused, &channel.human_takeover_webhook) {
+            let body = takeover_payload(c, &channel, turn.contact.as_ref(), turn.agent.as_ref(), &hook.body, turn.at);
+            out.push(delivery(DeliveryKind::HumanTakeover, &hook.url, hook.method, &hook.headers, body, None, 0));
+        }
+        Ok(out)
+    }
+
+    /// Tells live subscribers what the turn changed.
+    fn publish(&self, turn: &Turn, paused: bool, resumed: bool) {
+        let events = self.registry.events();
+        let (tenant, c, at) = (turn.conversation.tenant_id, &turn.conversation, turn.at);
+        for message in &turn.messages {
+            events.publish(
+                tenant,
+                "message.created",
+                serde_json::json!({ "conversation_id": c.id, "message": message }),
+                at,
+            );
+        }
+        if paused {
+            let agent = turn.agent.as_ref().and_then(|a| a.id.clone());
+            events.publish(tenant, "bot.paused", serde_json::json!({ "conversation_id": c.id, "agent_id": agent }), at);
+        }
+        if resumed {
+            events.publish(tenant, "bot.resumed", serde_json::json!({ "conversation_id": c.id }), at);
+        }
+        if let (Some(kind), Some(transfer)) = (turn.transfer_event, &turn.transfer) {
+            events.publish(tenant, kind, serde_json::json!({ "transfer": transfer }), at);
+        }
+        if turn.session_changed {
+            events.publish(tenant, "session.updated", serde_json::json!({ "session": turn.session }), at);
+        }
+        events.publish(tenant, "conversation.updated", conversation_event(c), at);
     }
 
     /// Runs pending `api_fetch` calls one after another, feeding each answer to the flow.
@@ -735,6 +865,19 @@ impl ConversationActor {
         Ok(EventHandled { replies: turn.replies(), trace: turn.trace, conversation: turn.conversation, ticket })
     }
 
+    /// The agent named by an `agent_id`, as far as the tenant knows them.
+    fn agent_ref(&self, agent_id: Option<&str>) -> Option<AgentRef> {
+        let raw = agent_id?.trim();
+        let tenant = self.conversation.as_ref()?.tenant_id;
+        let known = raw.parse().ok().and_then(|id| self.store.agent(tenant, id).ok().flatten());
+        Some(match known {
+            Some(agent) => {
+                AgentRef { id: Some(agent.id.to_string()), name: Some(agent.name), email: Some(agent.email) }
+            }
+            None => AgentRef { id: Some(raw.to_string()), name: None, email: None },
+        })
+    }
+
     fn changed(&self, created: bool, ticket: CommitTicket) -> Result<Changed, ConversationError> {
         Ok(Changed { conversation: self.existing()?.clone(), session: self.session.clone(), created, ticket })
     }
@@ -747,6 +890,78 @@ fn load_snapshot(store: &Store, id: ConversationId) -> Result<(Option<Conversati
         None => None,
     };
     Ok((conversation, session))
+}
+
+/// A conversation as live events show it.
+fn conversation_event(c: &Conversation) -> Value {
+    serde_json::json!({
+        "id": c.id,
+        "chatbot_id": c.chatbot_id,
+        "channel_id": c.channel_id,
+        "contact_id": c.contact_id,
+        "provider_id": c.provider_id,
+        "status": c.status,
+        "bot_active": c.bot_active,
+        "last_message_at": c.last_message_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+/// What the reply webhook receives for one message.
+fn reply_payload(c: &Conversation, m: &Message) -> Value {
+    serde_json::json!({
+        "event": "message",
+        "conversation_id": c.id,
+        "chatbot_id": c.chatbot_id,
+        "channel_id": c.channel_id,
+        "provider_id": c.provider_id,
+        "message": {
+            "id": m.id,
+            "seq": m.seq,
+            "role": m.role,
+            "type": m.message_type,
+            "text": m.content,
+            "buttons": m.buttons,
+            "whatsapp_flow": m.whatsapp_flow,
+            "agent_id": m.agent_id,
+            "created_at": m.created_at,
+        },
+        "timestamp": m.created_at,
+    })
+}
+
+/// The human-takeover payload of seed `000`, with the channel's custom body merged over it
+/// (custom keys win).
+fn takeover_payload(
+    c: &Conversation,
+    channel: &Channel,
+    contact: Option<&Contact>,
+    agent: Option<&AgentRef>,
+    custom: &Map<String, Value>,
+    at: DateTime<Utc>,
+) -> Value {
+    let agent = agent.cloned().unwrap_or_default();
+    let mut payload = serde_json::json!({
+        "event": "human_takeover",
+        "conversation_id": c.id,
+        "channel_account_id": channel.id,
+        "channel_name": channel.name,
+        "agent": { "id": agent.id, "name": agent.name, "email": agent.email },
+        "contact": {
+            "id": c.contact_id,
+            "first_name": contact.map(|k| k.first_name.clone()),
+            "last_name": contact.map(|k| k.last_name.clone()),
+            "phones": contact.map(|k| k.phones.clone()).unwrap_or_default(),
+            "emails": contact.map(|k| k.emails.clone()).unwrap_or_default(),
+        },
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    if let Value::Object(fields) = &mut payload {
+        for (key, value) in custom {
+            fields.insert(key.clone(), value.clone());
+        }
+    }
+    payload
 }
 
 /// Performs an `api_fetch` call with its timeout; any failure is an outcome, never an error.
@@ -899,7 +1114,7 @@ enum Incoming {
 impl ConversationActor {
     fn start_incoming(&mut self, msg: HandleIncoming) -> Result<Incoming, ConversationError> {
         self.begin()?;
-        let HandleIncoming { bot, origin, message } = msg;
+        let HandleIncoming { bot, origin, message, deliver_replies } = msg;
         if let Some(pmid) = &message.provider_message_id {
             if self.conversation.is_some() {
                 if let Some(outcome) = self.store.dedupe(self.id, pmid)? {
@@ -913,6 +1128,7 @@ impl ConversationActor {
             }
         }
         let mut turn = self.open(bot, &origin)?;
+        turn.deliver_replies = deliver_replies;
         let first_message = turn.conversation.next_seq == 1;
         let role = if message.from_me { Role::Agent } else { Role::User };
         let user_message = turn.message(role, message.text.clone(), &message.message_type);
@@ -954,6 +1170,7 @@ impl Handler<SetBotActive> for ConversationActor {
         let conversation = self.existing()?.clone();
         let bot = self.registry.bot_config(conversation.chatbot_id)?;
         let mut turn = self.turn(bot)?;
+        turn.agent = self.agent_ref(msg.agent_id.as_deref());
         if msg.active {
             turn.conversation.bot_active = true;
         } else {
@@ -996,6 +1213,8 @@ impl Handler<PostAgentMessage> for ConversationActor {
     fn handle(&mut self, msg: PostAgentMessage, _ctx: &mut Self::Context) -> Self::Result {
         self.begin()?;
         let mut turn = self.turn(msg.bot)?;
+        turn.deliver_agent_messages = true;
+        turn.agent = self.agent_ref(msg.agent_id.as_deref());
         let message = turn.message(Role::Agent, msg.content, "text");
         message.agent_id = msg.agent_id;
         let message = message.clone();
@@ -1047,6 +1266,7 @@ impl ConversationActor {
             None => self.registry.bot_config(conversation.chatbot_id)?,
         };
         let mut turn = self.turn(bot)?;
+        turn.deliver_replies = msg.deliver_replies;
         if let Some(payload) = msg.payload {
             let session = turn.open_session();
             match payload {
@@ -1130,6 +1350,7 @@ impl Handler<ResumeTransfer> for ConversationActor {
             turn.conversation.status = ConversationStatus::Active;
         }
         turn.transfer = Some(transfer.clone());
+        turn.transfer_event = Some("transfer.resumed");
         let ticket = self.commit(&mut turn, None)?;
         Ok(TransferChanged { transfer, ticket })
     }

@@ -4,6 +4,8 @@
 pub mod botconfig;
 pub mod conversation;
 pub mod engine;
+pub mod events;
 pub mod model;
 pub mod registry;
 pub mod store;
+pub mod webhook;

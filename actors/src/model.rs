@@ -78,6 +78,8 @@ uuid_id!(
     AgentId,
     /// A hand-over of a conversation to humans.
     TransferId,
+    /// An outbound webhook call in the outbox.
+    DeliveryId,
 );
 
 /// Namespace for ids derived from provider-side identities, so that the same
@@ -410,6 +412,10 @@ pub struct Conversation {
     /// The conversation's latest flow session, if it ever had one.
     #[serde(default)]
     pub session_id: Option<SessionId>,
+    /// Ownership epoch: bumped whenever a human takes the conversation over or hands it
+    /// back. A bot reply created in an older epoch is never delivered.
+    #[serde(default)]
+    pub epoch: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -758,4 +764,73 @@ pub struct Transfer {
     pub assigned_at: Option<DateTime<Utc>>,
     pub resumed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What an outbound call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// A bot reply to the channel's reply webhook (dropped if ownership changed before sending).
+    BotReply,
+    /// An agent's message to the channel's reply webhook.
+    AgentMessage,
+    /// The channel's human-takeover webhook (seed `000`).
+    HumanTakeover,
+}
+
+/// Where an outbound call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+    /// A bot reply dropped because a human took the conversation over before it was sent.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An outbound webhook call, written to the outbox in the same transaction as the change
+/// that caused it and delivered by the webhook actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub tenant_id: TenantId,
+    pub chatbot_id: ChatbotId,
+    pub conversation_id: ConversationId,
+    pub channel_id: String,
+    pub kind: DeliveryKind,
+    pub url: String,
+    pub method: WebhookMethod,
+    pub headers: BTreeMap<String, String>,
+    pub body: serde_json::Value,
+    /// Signing secret (Standard Webhooks); never served.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The conversation's ownership epoch when the delivery was made.
+    pub epoch: u64,
+    /// Orders a conversation's reply deliveries (the message `seq`, or 0).
+    pub seq: u64,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    #[serde(default)]
+    pub last_status: Option<u16>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub delivered_at: Option<DateTime<Utc>>,
 }

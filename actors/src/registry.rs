@@ -15,6 +15,7 @@ use actix::prelude::*;
 
 use crate::botconfig::{BotConfig, BotConfigs};
 use crate::conversation::{ConversationActor, ConversationError, Drain};
+use crate::events::EventBus;
 use crate::model::{ChatbotId, ConversationId};
 use crate::store::Store;
 
@@ -67,6 +68,22 @@ pub struct Registry {
     store: Store,
     configs: BotConfigs,
     http: reqwest::Client,
+    events: EventBus,
+    /// Wakes the webhook actor when deliveries were queued.
+    outbox: Arc<tokio::sync::Notify>,
+}
+
+/// What the actors share besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The chatbot configuration cache the actors read.
+    pub configs: BotConfigs,
+    /// Makes flows' `api_fetch` calls.
+    pub http: reqwest::Client,
+    /// Live events.
+    pub events: EventBus,
+    /// Notified when deliveries were queued in the outbox.
+    pub outbox: Arc<tokio::sync::Notify>,
 }
 
 /// Decrements a conversation's in-flight count however the request ends (also if dropped).
@@ -79,9 +96,9 @@ impl Drop for InFlight {
 }
 
 impl Registry {
-    /// Starts the arbiters. `configs` is the chatbot configuration cache the actors read;
-    /// `http` makes flows' `api_fetch` calls.
-    pub fn start(store: Store, config: RegistryConfig, configs: BotConfigs, http: reqwest::Client) -> Self {
+    /// Starts the arbiters.
+    pub fn start(store: Store, config: RegistryConfig, services: Services) -> Self {
+        let Services { configs, http, events, outbox } = services;
         let count = if config.arbiters == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -98,7 +115,17 @@ impl Registry {
             config,
             stats: RegistryStats::default(),
         };
-        Self { inner: Arc::new(inner), store, configs, http }
+        Self { inner: Arc::new(inner), store, configs, http, events, outbox }
+    }
+
+    /// The live event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Tells the webhook actor that deliveries were queued.
+    pub(crate) fn wake_outbox(&self) {
+        self.outbox.notify_one();
     }
 
     /// The chatbot configuration cache.

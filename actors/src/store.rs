@@ -21,9 +21,9 @@ use keys::{join, millis, u64_be};
 
 use crate::model::MessageId;
 use crate::model::{
-    Agent, AgentId, ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, Flow,
-    FlowId, KeyId, KeywordRule, Message, Reply, RuleId, Session, SessionId, StoredKey, Team, TeamId, Tenant, TenantId,
-    Transfer, TransferId, TransferStatus,
+    Agent, AgentId, ApiKey, Channel, Chatbot, ChatbotId, Contact, ContactId, Conversation, ConversationId, Delivery,
+    DeliveryId, DeliveryKind, DeliveryStatus, Flow, FlowId, KeyId, KeywordRule, Message, Reply, RuleId, Session,
+    SessionId, StoredKey, Team, TeamId, Tenant, TenantId, Transfer, TransferId, TransferStatus,
 };
 
 /// What can go wrong in the store.
@@ -99,6 +99,8 @@ pub struct ConversationWrite<'a> {
     pub session: Option<&'a Session>,
     /// A transfer opened or changed in this turn.
     pub transfer: Option<&'a Transfer>,
+    /// Outbound calls this turn causes, queued in the outbox atomically with it.
+    pub deliveries: &'a [Delivery],
 }
 
 #[derive(Debug)]
@@ -146,6 +148,15 @@ struct Trees {
     /// tenant ++ queue (team id, or zeros for the general queue) ++ transferred ++ transfer → (),
     /// for active transfers nobody has picked up yet
     transfer_queue: Tree,
+    /// delivery → Delivery
+    outbox: Tree,
+    /// due ++ delivery → (), for pending deliveries
+    outbox_due: Tree,
+    /// conversation ++ seq ++ delivery → (), for pending deliveries to the reply webhook,
+    /// which go out in conversation order
+    outbox_conv: Tree,
+    /// tenant ++ delivery → ()
+    outbox_by_tenant: Tree,
 }
 
 #[derive(Debug)]
@@ -203,6 +214,10 @@ impl Store {
             transfers: tree("transfers")?,
             transfers_by_tenant: tree("transfers_by_tenant")?,
             transfer_queue: tree("transfer_queue")?,
+            outbox: tree("outbox")?,
+            outbox_due: tree("outbox_due")?,
+            outbox_conv: tree("outbox_conv")?,
+            outbox_by_tenant: tree("outbox_by_tenant")?,
         };
         let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
         let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
@@ -525,6 +540,14 @@ impl Store {
         if let Some(session) = write.session {
             put(&t.sessions, session.id.as_bytes().to_vec(), encode(session)?);
             put(&t.sessions_by_tenant, session_index(session), Vec::new());
+        }
+        for delivery in write.deliveries {
+            put(&t.outbox, delivery.id.as_bytes().to_vec(), encode(delivery)?);
+            put(&t.outbox_by_tenant, join(&[delivery.tenant_id.as_bytes(), delivery.id.as_bytes()]), Vec::new());
+            put(&t.outbox_due, due_key(delivery), Vec::new());
+            if let Some(key) = order_key(delivery) {
+                put(&t.outbox_conv, key, Vec::new());
+            }
         }
         let mut dequeue = None;
         if let Some(transfer) = write.transfer {
@@ -899,6 +922,114 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+}
+
+/// The outbox due-index key of a delivery.
+fn due_key(d: &Delivery) -> Vec<u8> {
+    join(&[&u64_be(millis(d.next_attempt_at)), d.id.as_bytes()])
+}
+
+/// The per-conversation order key of a delivery to the reply webhook.
+fn order_key(d: &Delivery) -> Option<Vec<u8>> {
+    match d.kind {
+        DeliveryKind::BotReply | DeliveryKind::AgentMessage => {
+            Some(join(&[d.conversation_id.as_bytes(), &u64_be(d.seq), d.id.as_bytes()]))
+        }
+        DeliveryKind::HumanTakeover => None,
+    }
+}
+
+impl Store {
+    /// A delivery by id.
+    pub fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        self.get(&self.trees().outbox, "outbox", id.as_bytes())
+    }
+
+    /// Pending deliveries due at or before `now`, oldest due first, at most `limit`.
+    pub fn due_deliveries(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let end = u64_be(millis(now).saturating_add(1));
+        let mut out = Vec::new();
+        for key in self.trees().outbox_due.range(..end.as_slice()).keys().take(limit) {
+            if let Some(d) = DeliveryId::from_slice(&key?[8..]).map(|id| self.delivery(id)).transpose()?.flatten() {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub fn next_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        Ok(match self.trees().outbox_due.first()? {
+            Some((key, _)) => {
+                keys::read_u64_be(&key, 0).and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
+            }
+            None => None,
+        })
+    }
+
+    /// Whether `d` is the earliest pending reply-webhook delivery of its conversation (so it
+    /// may go out without overtaking an earlier one). Takeover calls are never held back.
+    pub fn is_next_in_order(&self, d: &Delivery) -> Result<bool, StoreError> {
+        let Some(mine) = order_key(d) else { return Ok(true) };
+        Ok(match self.trees().outbox_conv.scan_prefix(d.conversation_id.as_bytes()).keys().next() {
+            Some(first) => first?.as_ref() == mine.as_slice(),
+            None => true,
+        })
+    }
+
+    /// Stores a delivery's new state and moves its index entries: due while pending, out of
+    /// the conversation order once settled.
+    pub fn update_delivery(&self, d: &Delivery) -> Result<CommitTicket, StoreError> {
+        let t = self.trees();
+        let record = encode(d)?;
+        [&t.outbox, &t.outbox_due, &t.outbox_conv].as_slice().transaction(|tx| {
+            if let Some(old) = tx[0].get(d.id.as_bytes())? {
+                let old: Delivery = decode("outbox", &old).map_err(ConflictableTransactionError::Abort)?;
+                tx[1].remove(due_key(&old))?;
+            }
+            tx[0].insert(d.id.as_bytes().as_slice(), record.as_slice())?;
+            if d.status == DeliveryStatus::Pending {
+                tx[1].insert(due_key(d), &[])?;
+                if let Some(key) = order_key(d) {
+                    tx[2].insert(key, &[])?;
+                }
+            } else if let Some(key) = order_key(d) {
+                tx[2].remove(key)?;
+            }
+            Ok(())
+        })?;
+        Ok(self.ticket())
+    }
+
+    /// The tenant's deliveries, newest first, that `keep` accepts, at most `limit`.
+    pub fn deliveries_of(
+        &self,
+        tenant: TenantId,
+        limit: usize,
+        mut keep: impl FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees().outbox_by_tenant.scan_prefix(tenant.as_bytes()).keys().rev() {
+            if let Some(d) = DeliveryId::from_slice(&key?[16..]).map(|id| self.delivery(id)).transpose()?.flatten() {
+                if keep(&d) {
+                    out.push(d);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many deliveries are pending (for `/metrics` and shutdown).
+    pub fn pending_deliveries(&self) -> usize {
+        self.trees().outbox_due.len()
     }
 }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use baton_actors::botconfig::BotConfig;
 use baton_actors::conversation::{
-    ApplyPayload, ContactInput, DeleteConversation, EventHandled, HandleIncoming, IncomingMessage, OpenConversation,
-    Origin, PostAgentMessage, RecordEvent, SetBotActive, UpdateConversation,
+    ApplyPayload, Changed, ContactInput, DeleteConversation, EventHandled, HandleIncoming, IncomingMessage,
+    OpenConversation, Origin, PostAgentMessage, RecordEvent, SetBotActive, UpdateConversation,
 };
 use baton_actors::model::{
-    ContactId, Conversation, ConversationId, ConversationStatus, FlowId, Session, SessionStatus,
+    ContactId, Conversation, ConversationId, ConversationStatus, FlowId, Message, Session, SessionStatus,
 };
 use baton_actors::store::ConversationCursor;
 use serde::{Deserialize, Deserializer};
@@ -193,7 +193,9 @@ async fn handle(
         provider_id,
         contact: body.contact,
     };
-    let handled = state.registry.send(conversation_id, HandleIncoming { bot, origin, message }).await?;
+    let deliver_replies = body.asynchronous;
+    let handled =
+        state.registry.send(conversation_id, HandleIncoming { bot, origin, message, deliver_replies }).await?;
     state.store.durable(handled.ticket).await?;
     let outcome = handled.outcome;
     if body.asynchronous {
@@ -356,13 +358,24 @@ fn resolve(
     principal: &Principal,
     req: &HttpRequest,
 ) -> Result<(Conversation, Arc<BotConfig>), ApiError> {
+    find_conversation(state, principal, req.match_info().get("id").unwrap_or(""), req.match_info().get("bot"))
+}
+
+/// The caller's conversation `id` (404 for a malformed id or another tenant's), checked
+/// against chatbot `bot` when given; with its chatbot's configuration.
+pub(crate) fn find_conversation(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    bot: Option<&str>,
+) -> Result<(Conversation, Arc<BotConfig>), ApiError> {
     let not_found = || ApiError::not_found("conversation");
-    let id: ConversationId = req.match_info().get("id").unwrap_or("").parse().map_err(|_| not_found())?;
+    let id: ConversationId = id.parse().map_err(|_| not_found())?;
     let conversation = state.store.conversation(id)?.ok_or_else(not_found)?;
     if conversation.tenant_id != principal.tenant_id {
         return Err(not_found());
     }
-    if let Some(bot) = req.match_info().get("bot") {
+    if let Some(bot) = bot {
         if bot != conversation.chatbot_id.to_string() {
             // Either the chatbot is not the caller's or the conversation is not in it.
             state.chatbot(principal, bot)?;
@@ -373,9 +386,36 @@ fn resolve(
     Ok((conversation, bot))
 }
 
-async fn get(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+/// The caller's conversation `id` for reading (scope `conversations:read`).
+pub(crate) fn read_conversation(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    bot: Option<&str>,
+) -> Result<Conversation, ApiError> {
     principal.require(Scope::ConversationsRead)?;
-    let (conversation, _) = resolve(&state, &principal, &req)?;
+    Ok(find_conversation(state, principal, id, bot)?.0)
+}
+
+/// The tenant's conversations across all its chatbots that `keep` accepts, newest first
+/// (scope `conversations:read`).
+pub(crate) fn tenant_conversations(
+    state: &AppState,
+    principal: &Principal,
+    mut keep: impl FnMut(&Conversation) -> bool,
+) -> Result<Vec<Conversation>, ApiError> {
+    principal.require(Scope::ConversationsRead)?;
+    let mut all = Vec::new();
+    for bot in state.store.chatbots_of(principal.tenant_id)? {
+        all.extend(state.store.conversations_of(bot.id, None, usize::MAX, &mut keep)?.0);
+    }
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    Ok(all)
+}
+
+async fn get(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+    let info = req.match_info();
+    let conversation = read_conversation(&state, &principal, info.get("id").unwrap_or(""), info.get("bot"))?;
     Ok(HttpResponse::Ok().json(view(&state, &conversation)?))
 }
 
@@ -390,7 +430,7 @@ struct PatchConversation {
     metadata: Option<Value>,
 }
 
-fn parse_status(raw: &str) -> Result<ConversationStatus, ApiError> {
+pub(crate) fn parse_status(raw: &str) -> Result<ConversationStatus, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::bad_request(
             "status",
@@ -399,10 +439,16 @@ fn parse_status(raw: &str) -> Result<ConversationStatus, ApiError> {
     })
 }
 
-/// Sends a change to the conversation's actor and answers with the conversation.
-async fn change(state: &AppState, id: ConversationId, update: UpdateConversation) -> Result<HttpResponse, ApiError> {
+/// Sends a change to the conversation's actor and waits until it is durable.
+async fn apply_change(state: &AppState, id: ConversationId, update: UpdateConversation) -> Result<Changed, ApiError> {
     let changed = state.registry.send(id, update).await?;
     state.store.durable(changed.ticket).await?;
+    Ok(changed)
+}
+
+/// Sends a change to the conversation's actor and answers with the conversation.
+async fn change(state: &AppState, id: ConversationId, update: UpdateConversation) -> Result<HttpResponse, ApiError> {
+    let changed = apply_change(state, id, update).await?;
     Ok(HttpResponse::Ok().json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
@@ -439,16 +485,30 @@ async fn messages(
     principal: Principal,
     query: Query,
 ) -> Result<HttpResponse, ApiError> {
+    let info = req.match_info();
+    let (items, next) = message_page(&state, &principal, info.get("id").unwrap_or(""), info.get("bot"), &query)?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_after_seq": next })))
+}
+
+/// A page of conversation `id`'s messages after `after_seq` (query `after_seq`, `limit`),
+/// with the `seq` to continue after when the page is full.
+pub(crate) fn message_page(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    bot: Option<&str>,
+    query: &Query,
+) -> Result<(Vec<Message>, Option<u64>), ApiError> {
     principal.require(Scope::ConversationsRead)?;
     let after_seq = query.parse::<u64>("after_seq", "a non-negative number")?.unwrap_or(0);
     let limit = query.parse::<usize>("limit", "a number from 1 to 1000")?.unwrap_or(DEFAULT_MESSAGES_PAGE);
     if !(1..=MAX_MESSAGES_PAGE).contains(&limit) {
         return Err(ApiError::bad_request("limit", "limit must be a number from 1 to 1000"));
     }
-    let (conversation, _) = resolve(&state, &principal, &req)?;
+    let (conversation, _) = find_conversation(state, principal, id, bot)?;
     let items = state.store.messages(conversation.id, after_seq, limit)?;
     let next = (items.len() == limit).then(|| items.last().map(|m| m.seq)).flatten();
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_after_seq": next })))
+    Ok((items, next))
 }
 
 #[derive(Debug, Deserialize)]
@@ -509,15 +569,30 @@ async fn bot_control(
     principal: Principal,
     body: Json<BotControl>,
 ) -> Result<HttpResponse, ApiError> {
+    let info = req.match_info();
+    let (id, bot) = (info.get("id").unwrap_or(""), info.get("bot"));
+    let body = body.0;
+    Ok(HttpResponse::Ok().json(control_bot(&state, &principal, id, bot, body.action.as_deref(), body.agent_id).await?))
+}
+
+/// Pauses or resumes the bot of conversation `id` (`action` "pause" or "resume").
+pub(crate) async fn control_bot(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    bot: Option<&str>,
+    action: Option<&str>,
+    agent_id: Option<String>,
+) -> Result<Value, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
-    let active = match body.0.action.as_deref() {
+    let active = match action {
         None => return Err(ApiError::bad_request("action", "action is required")),
         Some("pause") => false,
         Some("resume") => true,
         Some(_) => return Err(ApiError::bad_request("action", "action must be \"pause\" or \"resume\"")),
     };
-    let (conversation, _) = resolve(&state, &principal, &req)?;
-    Ok(HttpResponse::Ok().json(set_bot_active(&state, conversation.id, active, body.0.agent_id).await?))
+    let (conversation, _) = find_conversation(state, principal, id, bot)?;
+    set_bot_active(state, conversation.id, active, agent_id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,10 +606,25 @@ async fn set_status(
     principal: Principal,
     body: Json<SetStatus>,
 ) -> Result<HttpResponse, ApiError> {
+    let info = req.match_info();
+    let changed =
+        update_status(&state, &principal, info.get("id").unwrap_or(""), info.get("bot"), &body.0.status).await?;
+    Ok(HttpResponse::Ok().json(view_with(&changed.conversation, changed.session.as_ref())))
+}
+
+/// Moves conversation `id` to status `raw` (active, completed, escalated, failed).
+pub(crate) async fn update_status(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    bot: Option<&str>,
+    raw: &str,
+) -> Result<Changed, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
-    let status = parse_status(&body.0.status)?;
-    let (conversation, _) = resolve(&state, &principal, &req)?;
-    change(&state, conversation.id, UpdateConversation { status: Some(status), ..UpdateConversation::default() }).await
+    let status = parse_status(raw)?;
+    let (conversation, _) = find_conversation(state, principal, id, bot)?;
+    apply_change(state, conversation.id, UpdateConversation { status: Some(status), ..UpdateConversation::default() })
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -549,13 +639,27 @@ async fn autoreply(
     principal: Principal,
     body: Json<Autoreply>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Scope::ConversationsWrite)?;
-    let (conversation, _) = resolve(&state, &principal, &req)?;
-    let changed = state.registry.send(conversation.id, SetBotActive { active: body.0.enabled, agent_id: None }).await?;
-    state.store.durable(changed.ticket).await?;
+    let info = req.match_info();
+    let changed =
+        set_autoreply(&state, &principal, info.get("id").unwrap_or(""), info.get("bot"), body.0.enabled).await?;
     let mut view = view_with(&changed.conversation, changed.session.as_ref());
     view["ai_autoreply_enabled"] = Value::Bool(changed.conversation.bot_active);
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Turns the bot of conversation `id` on or off.
+pub(crate) async fn set_autoreply(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    bot: Option<&str>,
+    enabled: bool,
+) -> Result<Changed, ApiError> {
+    principal.require(Scope::ConversationsWrite)?;
+    let (conversation, _) = find_conversation(state, principal, id, bot)?;
+    let changed = state.registry.send(conversation.id, SetBotActive { active: enabled, agent_id: None }).await?;
+    state.store.durable(changed.ticket).await?;
+    Ok(changed)
 }
 
 #[derive(Debug, Deserialize)]
@@ -710,7 +814,7 @@ async fn payload(
     if flow_id.is_none() && step.is_none() && event.is_none() && payload.is_none() {
         return Err(ApiError::bad_request("flowId", "one of flowId, stepId, event or eventPayload is required"));
     }
-    let msg = ApplyPayload { bot: Some(bot), flow_id, step, event, payload };
+    let msg = ApplyPayload { bot: Some(bot), deliver_replies: body.asynchronous, flow_id, step, event, payload };
     apply_payload(&state, conversation.id, msg, body.asynchronous, body.is_debug).await
 }
 
