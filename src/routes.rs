@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource. Handlers are thin: authenticate, parse, send one
 //! message to a conversation actor or the store, wait for durability, answer.
 
+pub mod ai_contexts;
 pub mod api_keys;
 pub mod channels;
 pub mod chatbots;

@@ -9,11 +9,13 @@ use crate::engine::BotRules;
 use crate::model::{Chatbot, ChatbotId};
 use crate::store::{Store, StoreError};
 
-/// A chatbot with its engine-ready rules.
+/// A chatbot with its engine-ready rules and its AI contexts.
 #[derive(Debug)]
 pub struct BotConfig {
     pub chatbot: Chatbot,
     pub rules: BotRules,
+    /// Highest priority first.
+    pub ai_contexts: Vec<crate::model::AiContext>,
 }
 
 /// Shared cache of [`BotConfig`]s; cheap to clone.
@@ -33,7 +35,8 @@ impl BotConfigs {
         let generation = self.generation.load(Ordering::SeqCst);
         let Some(chatbot) = store.chatbot(id)? else { return Ok(None) };
         let rules = BotRules::new(chatbot.settings.clone(), store.rules_of(id)?, store.flows_of(id)?);
-        let config = Arc::new(BotConfig { chatbot, rules });
+        let ai_contexts = store.ai_contexts_of(id)?;
+        let config = Arc::new(BotConfig { chatbot, rules, ai_contexts });
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::SeqCst) == generation {
             entries.insert(id, Arc::clone(&config));

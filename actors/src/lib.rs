@@ -1,6 +1,7 @@
 //! baton's core: conversation actors, the registry that places them, the pure engine that
 //! decides what the bot says, and the durable sled store underneath.
 
+pub mod ai;
 pub mod botconfig;
 pub mod conversation;
 pub mod engine;

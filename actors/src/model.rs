@@ -80,6 +80,8 @@ uuid_id!(
     TransferId,
     /// An outbound webhook call in the outbox.
     DeliveryId,
+    /// Knowledge given to the AI model when its keywords match.
+    AiContextId,
 );
 
 /// Namespace for ids derived from provider-side identities, so that the same
@@ -833,4 +835,60 @@ pub struct Delivery {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Where an AI context's content comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiContextType {
+    /// `content` as written.
+    Static,
+    /// Fetched from `api_config.url` (cached for `cache_ttl_secs`).
+    Api,
+}
+
+/// How an `api` AI context is fetched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AiContextApi {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How long a fetched content is reused.
+    #[serde(default = "default_context_ttl")]
+    pub cache_ttl_secs: u64,
+    /// Largest content used, in bytes (longer is cut).
+    #[serde(default = "default_context_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A JSON pointer into the answer whose string is the content; the whole body when empty.
+    #[serde(default)]
+    pub content_pointer: String,
+}
+
+fn default_context_ttl() -> u64 {
+    300
+}
+
+fn default_context_bytes() -> usize {
+    16 * 1024
+}
+
+/// Knowledge for the AI model (seed `001`): added to the system prompt when its
+/// `trigger_keywords` match the message, highest `priority` first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AiContext {
+    pub id: AiContextId,
+    pub chatbot_id: ChatbotId,
+    pub name: String,
+    pub trigger_keywords: Vec<String>,
+    pub context_type: AiContextType,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub api_config: Option<AiContextApi>,
+    pub priority: i32,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }

@@ -157,6 +157,8 @@ struct Trees {
     outbox_conv: Tree,
     /// tenant ++ delivery → ()
     outbox_by_tenant: Tree,
+    /// chatbot ++ context → AiContext
+    ai_contexts: Tree,
 }
 
 #[derive(Debug)]
@@ -218,6 +220,7 @@ impl Store {
             outbox_due: tree("outbox_due")?,
             outbox_conv: tree("outbox_conv")?,
             outbox_by_tenant: tree("outbox_by_tenant")?,
+            ai_contexts: tree("ai_contexts")?,
         };
         let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
         let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
@@ -1073,5 +1076,40 @@ impl std::str::FromStr for ConversationCursor {
     fn from_str(s: &str) -> Result<Self, ()> {
         let (ms, id) = s.split_once('_').ok_or(())?;
         Ok(Self { created_ms: ms.parse().map_err(|_| ())?, id: id.parse().map_err(|_| ())? })
+    }
+}
+
+impl Store {
+    /// Inserts or replaces an AI context.
+    pub fn put_ai_context(&self, context: &crate::model::AiContext) -> Result<CommitTicket, StoreError> {
+        self.put(&self.trees().ai_contexts, &join(&[context.chatbot_id.as_bytes(), context.id.as_bytes()]), context)
+    }
+
+    /// An AI context of a chatbot.
+    pub fn ai_context(&self, bot: ChatbotId, id: crate::model::AiContextId) -> Result<Option<crate::model::AiContext>, StoreError> {
+        self.get(&self.trees().ai_contexts, "ai_contexts", &join(&[bot.as_bytes(), id.as_bytes()]))
+    }
+
+    /// A chatbot's AI contexts, highest priority first (ties: oldest first).
+    pub fn ai_contexts_of(&self, bot: ChatbotId) -> Result<Vec<crate::model::AiContext>, StoreError> {
+        let mut contexts: Vec<crate::model::AiContext> = self.scan(&self.trees().ai_contexts, "ai_contexts", bot.as_bytes())?;
+        contexts.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
+        Ok(contexts)
+    }
+
+    /// Deletes an AI context; `None` when there was none.
+    pub fn delete_ai_context(&self, bot: ChatbotId, id: crate::model::AiContextId) -> Result<Option<CommitTicket>, StoreError> {
+        let removed = self.trees().ai_contexts.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
+        Ok(removed.map(|_| self.ticket()))
+    }
+
+    /// The last `limit` messages of a conversation, in order.
+    pub fn recent_messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let mut out: Vec<Message> = Vec::with_capacity(limit);
+        for value in self.trees().messages.scan_prefix(conversation.as_bytes()).values().rev().take(limit) {
+            out.push(decode("messages", &value?)?);
+        }
+        out.reverse();
+        Ok(out)
     }
 }
