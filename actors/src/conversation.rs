@@ -560,6 +560,15 @@ impl Turn {
                 None
             }
             Route::StartFlow(flow) => self.start_flow(flow, None),
+            Route::Ai => {
+                // Until the AI call is wired in, the chatbot answers as without AI.
+                self.trace("ai_enabled: the model is not wired yet; answering with the default reply");
+                let decision = engine::default_reply(&bot.rules, first_message);
+                for reply in decision.replies {
+                    self.reply(reply);
+                }
+                None
+            }
             Route::Reply(decision) => {
                 self.trace(format!("{:?}", decision.reason));
                 for reply in decision.replies {

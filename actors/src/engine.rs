@@ -57,7 +57,9 @@ pub enum Route<'a> {
     Closed,
     /// 3. A flow whose trigger matches starts.
     StartFlow(&'a Flow),
-    /// 4–6. A rule, the greeting or the fallback.
+    /// 5. The AI model answers (nothing above did and the chatbot has `ai_enabled`).
+    Ai,
+    /// 4 and 6. A rule, or the greeting or fallback.
     Reply(Decision),
 }
 
@@ -83,7 +85,13 @@ pub fn route<'a>(
     if let Some(flow) = flow::triggered_by(&bot.flows, &normalized) {
         return Route::StartFlow(flow);
     }
-    Route::Reply(respond(bot, text, first_message))
+    if let Some(decision) = rule_reply(bot, &normalized) {
+        return Route::Reply(decision);
+    }
+    if bot.settings.ai_enabled {
+        return Route::Ai;
+    }
+    Route::Reply(default_reply(bot, first_message))
 }
 
 /// A reply for the actor to store and send.
@@ -124,37 +132,40 @@ pub struct Decision {
 /// Callers have already checked that the bot is enabled and active.
 pub fn respond(bot: &BotRules, text: &str, first_message: bool) -> Decision {
     let normalized = rules::normalize(text);
-    if let Some(transfer) = &bot.transfer {
-        if transfer.matches(&normalized) {
-            return Decision {
-                replies: vec![ReplyDraft::new(&bot.settings.transfer_message, &[])],
-                reason: Reason::Transfer,
-                pause_bot: true,
-            };
-        }
-    }
-    if let Some(rule) = rules::first_match(&bot.rules, &normalized) {
-        let buttons = match rule.rule.response_type {
-            crate::model::ResponseType::Buttons => rule.rule.buttons.as_slice(),
-            crate::model::ResponseType::Text => &[],
-        };
+    if bot.transfer.as_ref().is_some_and(|t| t.matches(&normalized)) {
         return Decision {
-            replies: vec![ReplyDraft::new(&rule.rule.response, buttons)],
-            reason: Reason::Rule(rule.rule.id),
-            pause_bot: false,
+            replies: vec![ReplyDraft::new(&bot.settings.transfer_message, &[])],
+            reason: Reason::Transfer,
+            pause_bot: true,
         };
     }
+    rule_reply(bot, &normalized).unwrap_or_else(|| default_reply(bot, first_message))
+}
+
+/// The first matching rule's answer, if one matches (`normalized` from [`rules::normalize`]).
+pub fn rule_reply(bot: &BotRules, normalized: &str) -> Option<Decision> {
+    let rule = rules::first_match(&bot.rules, normalized)?;
+    let buttons = match rule.rule.response_type {
+        crate::model::ResponseType::Buttons => rule.rule.buttons.as_slice(),
+        crate::model::ResponseType::Text => &[],
+    };
+    Some(Decision {
+        replies: vec![ReplyDraft::new(&rule.rule.response, buttons)],
+        reason: Reason::Rule(rule.rule.id),
+        pause_bot: false,
+    })
+}
+
+/// The greeting on a conversation's first message, the fallback on any later one.
+pub fn default_reply(bot: &BotRules, first_message: bool) -> Decision {
     let s = &bot.settings;
     let (message, buttons, reason) = if first_message {
         (&s.greeting_message, &s.greeting_buttons, Reason::Greeting)
     } else {
         (&s.fallback_message, &s.fallback_buttons, Reason::Fallback)
     };
-    let replies = if message.trim().is_empty() && buttons.is_empty() {
-        Vec::new()
-    } else {
-        vec![ReplyDraft::new(message, buttons)]
-    };
+    let replies =
+        if message.trim().is_empty() && buttons.is_empty() { Vec::new() } else { vec![ReplyDraft::new(message, buttons)] };
     Decision { replies, reason, pause_bot: false }
 }
 
@@ -211,6 +222,15 @@ mod tests {
         assert!(decision.pause_bot);
         assert_eq!(decision.replies[0].text, settings.transfer_message);
         assert!(!respond(&bot, "agents", false).pause_bot, "whole words only");
+    }
+
+    #[test]
+    fn with_ai_enabled_the_model_answers_what_no_rule_does() {
+        let settings = Settings { ai_enabled: true, ..Settings::default() };
+        let bot = BotRules::new(settings, vec![rule("hours", MatchType::Contains, 1, "9 to 5")], vec![]);
+        let now = chrono::Utc::now();
+        assert_eq!(route(&bot, None, "what is the meaning of life", true, now), Route::Ai);
+        assert!(matches!(route(&bot, None, "your hours?", false, now), Route::Reply(_)));
     }
 
     #[test]
