@@ -41,6 +41,8 @@ pub struct AppState {
     pub jwt: Option<jsonwebtoken::DecodingKey>,
     /// Delivers the outbox.
     pub webhooks: Addr<WebhookActor>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     pub webhook_stats: Arc<WebhookStats>,
 }
 
@@ -119,6 +121,7 @@ impl Application {
             jwt,
             webhooks,
             webhook_stats,
+            metrics: crate::metrics::Metrics::default(),
         });
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {

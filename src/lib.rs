@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod load;
+pub mod metrics;
 pub mod routes;
 pub mod telemetry;
 

@@ -21,6 +21,7 @@ use crate::app::AppState;
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, Json, Query};
+use crate::metrics::HandleOutcome;
 use crate::routes::{deleted, max_chars, required_text, resource};
 
 /// Longest channel, provider and message id accepted.
@@ -174,9 +175,25 @@ async fn handle(
     bot: web::Path<String>,
     body: Json<HandleRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let result = handle_message(&state, &principal, &bot, body.0).await;
+    let outcome = match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(_) => HandleOutcome::Rejected,
+    };
+    state.metrics.handled(outcome, started.elapsed());
+    result.map(|(response, _)| response)
+}
+
+/// Handles one incoming message; the response and how it ended, for the metrics.
+async fn handle_message(
+    state: &AppState,
+    principal: &Principal,
+    bot: &str,
+    body: HandleRequest,
+) -> Result<(HttpResponse, HandleOutcome), ApiError> {
     principal.require(Scope::MessagesHandle)?;
-    let body = body.0;
-    let bot = state.chatbot(&principal, &bot)?;
+    let bot = state.chatbot(principal, bot)?;
     check_body_chatbot(body.chatbot_id.as_deref(), &bot)?;
     validate_origin(&body.channel_id, &body.provider_id, body.channel_name.as_deref())?;
     let message = incoming_message(body.message)?;
@@ -198,21 +215,32 @@ async fn handle(
         state.registry.send(conversation_id, HandleIncoming { bot, origin, message, deliver_replies }).await?;
     state.store.durable(handled.ticket).await?;
     let outcome = handled.outcome;
+    let class = if handled.duplicate {
+        HandleOutcome::Duplicate
+    } else if !outcome.bot_active && outcome.replies.is_empty() {
+        HandleOutcome::Paused
+    } else if outcome.replies.is_empty() {
+        HandleOutcome::Silent
+    } else {
+        HandleOutcome::Replied
+    };
     if body.asynchronous {
-        return Ok(HttpResponse::Accepted().json(json!({
+        let response = HttpResponse::Accepted().json(json!({
             "conversation_id": outcome.conversation_id,
             "message_id": outcome.message_id,
             "duplicate": handled.duplicate,
-        })));
+        }));
+        return Ok((response, class));
     }
-    Ok(HttpResponse::Ok().json(json!({
+    let response = HttpResponse::Ok().json(json!({
         "conversation_id": outcome.conversation_id,
         "contact_id": outcome.contact_id,
         "message_id": outcome.message_id,
         "bot_active": outcome.bot_active,
         "replies": outcome.replies,
         "duplicate": handled.duplicate,
-    })))
+    }));
+    Ok((response, class))
 }
 
 /// The conversation's session if it is not closed.

@@ -1,0 +1,164 @@
+//! Operational metrics, served as Prometheus text at `GET /metrics`.
+//!
+//! Counters are plain atomics updated on the hot path; gauges (live actors, pending
+//! deliveries) are read from their owners when scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Cumulative counts are computed when rendered; these are per bucket.
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// How a `handle` request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleOutcome {
+    /// The bot answered.
+    Replied,
+    /// The bot had nothing to say (disabled chatbot, empty greeting, async, …).
+    Silent,
+    /// The bot is paused on the conversation.
+    Paused,
+    /// A retried provider message id.
+    Duplicate,
+    /// Refused (bad input, auth, overload).
+    Rejected,
+}
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    handled: [AtomicU64; 5],
+    pub handle_latency: Histogram,
+    pub ai_latency: Histogram,
+    ai_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one `handle` request and its latency.
+    pub fn handled(&self, outcome: HandleOutcome, took: Duration) {
+        self.handled[outcome as usize].fetch_add(1, Relaxed);
+        self.handle_latency.observe(took);
+    }
+
+    /// Counts one AI call.
+    pub fn ai_call(&self, took: Duration, ok: bool) {
+        self.ai_latency.observe(took);
+        if !ok {
+            self.ai_failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition of these counters plus the gauges in `state`.
+    pub fn render(&self, state: &crate::app::AppState) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP baton_messages_handled_total Messages posted to handle, by outcome.");
+        let _ = writeln!(out, "# TYPE baton_messages_handled_total counter");
+        for (outcome, name) in [
+            (HandleOutcome::Replied, "replied"),
+            (HandleOutcome::Silent, "silent"),
+            (HandleOutcome::Paused, "paused"),
+            (HandleOutcome::Duplicate, "duplicate"),
+            (HandleOutcome::Rejected, "rejected"),
+        ] {
+            let _ = writeln!(out, "baton_messages_handled_total{{outcome=\"{name}\"}} {}", self.handled[outcome as usize].load(Relaxed));
+        }
+        self.handle_latency.render(&mut out, "baton_handle_latency_seconds", "Time to answer handle, durable write included.");
+        let registry = state.registry.stats();
+        gauge(&mut out, "baton_live_actors", "Conversation actors in memory.", registry.live_actors.load(Relaxed) as f64);
+        counter(&mut out, "baton_passivations_total", "Idle conversation actors stopped.", registry.passivations.load(Relaxed));
+        counter(&mut out, "baton_mailbox_full_total", "Requests refused because a conversation's mailbox was full.", registry.mailbox_full.load(Relaxed));
+        let commits = state.store.commit_stats();
+        let rounds = commits.rounds.load(Relaxed);
+        counter(&mut out, "baton_store_commits_total", "Group-commit rounds (flush + fsync).", rounds);
+        counter(&mut out, "baton_store_committed_writes_total", "Writes made durable by those rounds.", commits.tickets.load(Relaxed));
+        counter(&mut out, "baton_store_commit_failures_total", "Group-commit rounds that failed.", commits.failures.load(Relaxed));
+        let batch = if rounds == 0 { 0.0 } else { commits.tickets.load(Relaxed) as f64 / rounds as f64 };
+        gauge(&mut out, "baton_store_commit_batch_size_mean", "Mean writes per group-commit round.", batch);
+        let micros = commits.micros.load(Relaxed) as f64;
+        counter_f(&mut out, "baton_store_commit_seconds_total", "Time spent in flush + fsync.", micros / 1e6);
+        let latency = if rounds == 0 { 0.0 } else { micros / rounds as f64 / 1e6 };
+        gauge(&mut out, "baton_store_commit_latency_seconds_mean", "Mean time of one group-commit round.", latency);
+        let webhooks = &state.webhook_stats;
+        let _ = writeln!(out, "# HELP baton_webhook_deliveries_total Webhook delivery outcomes.\n# TYPE baton_webhook_deliveries_total counter");
+        for (name, value) in [
+            ("delivered", &webhooks.delivered),
+            ("retried", &webhooks.retried),
+            ("failed", &webhooks.failed),
+            ("cancelled", &webhooks.cancelled),
+        ] {
+            let _ = writeln!(out, "baton_webhook_deliveries_total{{status=\"{name}\"}} {}", value.load(Relaxed));
+        }
+        gauge(&mut out, "baton_webhook_deliveries_pending", "Deliveries waiting in the outbox.", state.store.pending_deliveries() as f64);
+        gauge(&mut out, "baton_websocket_subscribers", "Live event subscribers.", state.registry.events().subscribers() as f64);
+        self.ai_latency.render(&mut out, "baton_ai_call_seconds", "Time of AI model calls.");
+        counter(&mut out, "baton_ai_failures_total", "AI calls that failed (answered with the fallback).", self.ai_failures.load(Relaxed));
+        out
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
+fn counter_f(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_inf_equal_to_count() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.0005\"} 1"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3"), "{out}");
+        assert!(out.contains("x_count 3"), "{out}");
+    }
+}
