@@ -92,8 +92,15 @@ impl Application {
             .build()?;
         let configs = BotConfigs::default();
         let outbox = Arc::new(tokio::sync::Notify::new());
-        let services =
-            Services { configs: configs.clone(), http, events: EventBus::default(), outbox: Arc::clone(&outbox) };
+        let ai = baton_actors::ai::Ai::new(settings.ai.client_config())?
+            .with_private_networks(settings.webhooks.allow_private_networks)?;
+        let services = Services {
+            configs: configs.clone(),
+            http,
+            events: EventBus::default(),
+            outbox: Arc::clone(&outbox),
+            ai: Some(ai),
+        };
         let registry = Registry::start(
             store.clone(),
             RegistryConfig {

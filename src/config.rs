@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 /// The defaults, compiled into the binary.
@@ -21,6 +21,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub webhooks: WebhookSettings,
     pub log: LogSettings,
+    pub ai: AiSettings,
 }
 
 /// The HTTP server.
@@ -81,6 +82,50 @@ impl WebhookSettings {
     }
 }
 
+/// AI replies: provider endpoints and keys, timeouts, prompt bounds.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AiSettings {
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub history_messages: usize,
+    pub history_max_chars: usize,
+    pub context_budget_chars: usize,
+    pub openai: AiProviderSettings,
+    pub anthropic: AiProviderSettings,
+}
+
+/// One AI provider's endpoint and key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AiProviderSettings {
+    pub base_url: String,
+    /// Empty when the provider is not configured.
+    pub api_key: SecretString,
+}
+
+impl AiProviderSettings {
+    fn key(&self) -> Option<String> {
+        let key = self.api_key.expose_secret().trim();
+        (!key.is_empty()).then(|| key.to_string())
+    }
+}
+
+impl AiSettings {
+    /// The AI service's configuration (an empty key is no key).
+    pub fn client_config(&self) -> baton_actors::ai::AiConfig {
+        baton_actors::ai::AiConfig {
+            openai_base_url: self.openai.base_url.trim().to_string(),
+            openai_api_key: self.openai.key(),
+            anthropic_base_url: self.anthropic.base_url.trim().to_string(),
+            anthropic_api_key: self.anthropic.key(),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            history_messages: self.history_messages,
+            history_max_chars: self.history_max_chars,
+            context_budget_chars: self.context_budget_chars,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogSettings {
@@ -96,9 +141,7 @@ impl Settings {
             anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("BATON").prefix_separator("_").separator("__").try_parsing(true),
-        );
+        builder = builder.add_source(environment());
         let settings: Settings = builder.build()?.try_deserialize().context("invalid configuration")?;
         Ok(settings)
     }
@@ -115,5 +158,67 @@ impl Settings {
     /// `idle_passivate_secs` as a duration.
     pub fn idle_passivate(&self) -> Duration {
         Duration::from_secs(self.actors.idle_passivate_secs.max(1))
+    }
+}
+
+/// The `BATON_SECTION__KEY` environment source (`BATON_AI__OPENAI__API_KEY` names `ai.openai.api_key`).
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("BATON").prefix_separator("_").separator("__").try_parsing(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+
+    /// The defaults overridden by `vars` as if they were the process environment.
+    fn with_env(vars: &[(&str, &str)]) -> Settings {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml))
+            .add_source(environment().source(Some(vars)))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("valid settings")
+    }
+
+    #[test]
+    fn the_ai_defaults_have_no_keys_and_the_public_endpoints() {
+        let ai = Settings::defaults().ai.client_config();
+
+        assert_eq!(ai.openai_base_url, "https://api.openai.com/v1");
+        assert_eq!(ai.anthropic_base_url, "https://api.anthropic.com");
+        assert_eq!((ai.openai_api_key, ai.anthropic_api_key), (None, None));
+        assert_eq!((ai.connect_timeout, ai.timeout), (Duration::from_secs(5), Duration::from_secs(30)));
+        assert_eq!((ai.history_messages, ai.history_max_chars, ai.context_budget_chars), (20, 8000, 6000));
+    }
+
+    #[test]
+    fn nested_ai_settings_come_from_double_underscore_environment_variables() {
+        let settings = with_env(&[
+            ("BATON_AI__OPENAI__BASE_URL", "http://127.0.0.1:9999/v1"),
+            ("BATON_AI__OPENAI__API_KEY", "sk-from-env"),
+            ("BATON_AI__ANTHROPIC__BASE_URL", "http://127.0.0.1:9998"),
+            ("BATON_AI__ANTHROPIC__API_KEY", "sk-ant-from-env"),
+            ("BATON_AI__TIMEOUT_MS", "1500"),
+        ]);
+
+        assert_eq!(settings.ai.openai.api_key.expose_secret(), "sk-from-env");
+        let ai = settings.ai.client_config();
+        assert_eq!(ai.openai_base_url, "http://127.0.0.1:9999/v1");
+        assert_eq!(ai.openai_api_key.as_deref(), Some("sk-from-env"));
+        assert_eq!(ai.anthropic_base_url, "http://127.0.0.1:9998");
+        assert_eq!(ai.anthropic_api_key.as_deref(), Some("sk-ant-from-env"));
+        assert_eq!(ai.timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_ai_settings_never_show_their_keys() {
+        let settings = with_env(&[("BATON_AI__OPENAI__API_KEY", "sk-very-secret")]);
+
+        assert!(!format!("{:?}", settings.ai).contains("sk-very-secret"));
     }
 }

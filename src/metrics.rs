@@ -7,41 +7,18 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub use baton_actors::histogram::Histogram;
 
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Cumulative counts are computed when rendered; these are per bucket.
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&le| secs <= le) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+/// Writes a histogram in the exposition format.
+fn render_histogram(out: &mut String, histogram: &Histogram, name: &str, help: &str) {
+    let snapshot = histogram.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (le, cumulative) in &snapshot.cumulative {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
     }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", snapshot.count);
+    let _ = writeln!(out, "{name}_sum {}", snapshot.sum_seconds);
+    let _ = writeln!(out, "{name}_count {}", snapshot.count);
 }
 
 /// How a `handle` request ended.
@@ -64,8 +41,6 @@ pub enum HandleOutcome {
 pub struct Metrics {
     handled: [AtomicU64; 5],
     pub handle_latency: Histogram,
-    pub ai_latency: Histogram,
-    ai_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -73,14 +48,6 @@ impl Metrics {
     pub fn handled(&self, outcome: HandleOutcome, took: Duration) {
         self.handled[outcome as usize].fetch_add(1, Relaxed);
         self.handle_latency.observe(took);
-    }
-
-    /// Counts one AI call.
-    pub fn ai_call(&self, took: Duration, ok: bool) {
-        self.ai_latency.observe(took);
-        if !ok {
-            self.ai_failures.fetch_add(1, Relaxed);
-        }
     }
 
     /// The Prometheus text exposition of these counters plus the gauges in `state`.
@@ -97,7 +64,7 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "baton_messages_handled_total{{outcome=\"{name}\"}} {}", self.handled[outcome as usize].load(Relaxed));
         }
-        self.handle_latency.render(&mut out, "baton_handle_latency_seconds", "Time to answer handle, durable write included.");
+        render_histogram(&mut out, &self.handle_latency, "baton_handle_latency_seconds", "Time to answer handle, durable write included.");
         let registry = state.registry.stats();
         gauge(&mut out, "baton_live_actors", "Conversation actors in memory.", registry.live_actors.load(Relaxed) as f64);
         counter(&mut out, "baton_passivations_total", "Idle conversation actors stopped.", registry.passivations.load(Relaxed));
@@ -125,8 +92,8 @@ impl Metrics {
         }
         gauge(&mut out, "baton_webhook_deliveries_pending", "Deliveries waiting in the outbox.", state.store.pending_deliveries() as f64);
         gauge(&mut out, "baton_websocket_subscribers", "Live event subscribers.", state.registry.events().subscribers() as f64);
-        self.ai_latency.render(&mut out, "baton_ai_call_seconds", "Time of AI model calls.");
-        counter(&mut out, "baton_ai_failures_total", "AI calls that failed (answered with the fallback).", self.ai_failures.load(Relaxed));
+        render_histogram(&mut out, &registry.ai_latency, "baton_ai_call_seconds", "Time of AI model calls.");
+        counter(&mut out, "baton_ai_failures_total", "AI calls that failed (answered with the fallback).", registry.ai_failures.load(Relaxed));
         out
     }
 }
@@ -154,7 +121,7 @@ mod tests {
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(60));
         let mut out = String::new();
-        h.render(&mut out, "x", "help");
+        render_histogram(&mut out, &h, "x", "help");
         assert!(out.contains("x_bucket{le=\"0.0005\"} 1"), "{out}");
         assert!(out.contains("x_bucket{le=\"0.005\"} 2"), "{out}");
         assert!(out.contains("x_bucket{le=\"10\"} 2"), "{out}");

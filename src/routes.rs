@@ -7,6 +7,7 @@ pub mod channels;
 pub mod chatbots;
 pub mod conversations;
 pub mod deliveries;
+pub mod drafts;
 pub mod flows;
 pub mod health;
 pub mod keywords;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     api_keys::configure(cfg);
     chatbots::configure(cfg);
     keywords::configure(cfg);
+    ai_contexts::configure(cfg);
     channels::configure(cfg);
     flows::configure(cfg);
     conversations::configure(cfg);
@@ -32,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     teams::configure(cfg);
     transfers::configure(cfg);
     deliveries::configure(cfg);
+    drafts::configure(cfg);
     live::configure(cfg);
     crate::compat::configure(cfg);
     cfg.default_service(web::to(no_route));

@@ -102,11 +102,34 @@ pub struct HandleIncoming {
 }
 
 /// The result of [`HandleIncoming`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Handled {
     pub outcome: HandleOutcome,
     pub duplicate: bool,
     pub ticket: CommitTicket,
+    /// For a sync message the AI model answers: resolves with the reply once accepted, or
+    /// `None` when it was superseded (a newer message, a pause) before it could be.
+    pub ai_reply: Option<tokio::sync::oneshot::Receiver<Option<AiReplied>>>,
+}
+
+/// An AI reply accepted into the conversation.
+#[derive(Debug, Clone)]
+pub struct AiReplied {
+    pub replies: Vec<Reply>,
+    pub bot_active: bool,
+    pub ticket: CommitTicket,
+}
+
+/// An AI answer the actor waits for.
+#[derive(Debug, Clone)]
+struct AiJob {
+    /// The actor's `ai_token` when the job was made; a different token now means superseded.
+    token: u64,
+    bot: Arc<BotConfig>,
+    user_text: String,
+    user_message: MessageId,
+    provider_message_id: Option<String>,
+    deliver_replies: bool,
 }
 
 /// Open the conversation if it does not exist yet (no message is stored).
@@ -274,6 +297,11 @@ pub struct ConversationActor {
     mailbox_capacity: usize,
     /// Set once the actor decided to stop; later messages are bounced to a fresh actor.
     passivated: bool,
+    /// Bumped by every user message and every change of hands: an AI answer started under
+    /// an older value is never accepted.
+    ai_token: u64,
+    /// Sync requests waiting for the pending AI answer.
+    ai_waiters: Vec<tokio::sync::oneshot::Sender<Option<AiReplied>>>,
 }
 
 /// Everything one turn changes, written at its end in one transaction.
@@ -303,6 +331,8 @@ struct Turn {
     deliver_agent_messages: bool,
     /// Who took over, for the human-takeover payload.
     agent: Option<AgentRef>,
+    /// The AI model is to answer this turn's message (outside the turn).
+    ai_requested: bool,
 }
 
 /// An agent as the human-takeover payload names them.
@@ -561,12 +591,8 @@ impl Turn {
             }
             Route::StartFlow(flow) => self.start_flow(flow, None),
             Route::Ai => {
-                // Until the AI call is wired in, the chatbot answers as without AI.
-                self.trace("ai_enabled: the model is not wired yet; answering with the default reply");
-                let decision = engine::default_reply(&bot.rules, first_message);
-                for reply in decision.replies {
-                    self.reply(reply);
-                }
+                self.trace("the AI model answers");
+                self.ai_requested = true;
                 None
             }
             Route::Reply(decision) => {
@@ -613,6 +639,8 @@ impl ConversationActor {
             idle_after,
             mailbox_capacity,
             passivated: false,
+            ai_token: 0,
+            ai_waiters: Vec::new(),
         }
     }
 
@@ -657,6 +685,7 @@ impl ConversationActor {
             deliver_replies: false,
             deliver_agent_messages: false,
             agent: None,
+            ai_requested: false,
         };
         turn.expire_session();
         Ok(turn)
@@ -727,6 +756,7 @@ impl ConversationActor {
             deliver_replies: false,
             deliver_agent_messages: false,
             agent: None,
+            ai_requested: false,
         })
     }
 
@@ -741,8 +771,10 @@ impl ConversationActor {
         let paused = turn.was_active && !turn.conversation.bot_active;
         let resumed = !turn.was_active && turn.conversation.bot_active;
         if paused || resumed {
-            // Ownership changed hands: bot replies made before this are never delivered.
+            // Ownership changed hands: bot replies made before this are never delivered, and
+            // an AI answer still being computed is never accepted.
             turn.conversation.epoch += 1;
+            self.supersede_ai();
         }
         let deliveries = self.deliveries(turn, paused)?;
         let ticket = self.store.write_conversation(&ConversationWrite {
@@ -872,6 +904,111 @@ impl ConversationActor {
     fn finish_event(&mut self, mut turn: Turn) -> Result<EventHandled, ConversationError> {
         let ticket = self.commit(&mut turn, None)?;
         Ok(EventHandled { replies: turn.replies(), trace: turn.trace, conversation: turn.conversation, ticket })
+    }
+
+    /// Drops the pending AI answer: its waiters get `None` and its result will be ignored.
+    fn supersede_ai(&mut self) {
+        self.ai_token += 1;
+        for waiter in self.ai_waiters.drain(..) {
+            let _ = waiter.send(None);
+        }
+    }
+
+    /// Starts the AI answer to `job` after the chatbot's debounce (a newer message within it
+    /// supersedes this one, so a burst gets one answer). Returns what a sync request awaits.
+    fn request_ai(&mut self, ctx: &mut Context<Self>, job: AiJob) -> Option<tokio::sync::oneshot::Receiver<Option<AiReplied>>> {
+        let waiter = if job.deliver_replies {
+            None
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.ai_waiters.push(tx);
+            Some(rx)
+        };
+        let debounce = Duration::from_millis(job.bot.chatbot.settings.ai_debounce_ms);
+        if debounce.is_zero() {
+            self.call_ai(ctx, job);
+        } else {
+            ctx.run_later(debounce, move |actor, ctx| {
+                if actor.ai_token == job.token {
+                    actor.call_ai(ctx, job);
+                }
+            });
+        }
+        waiter
+    }
+
+    /// Calls the model without holding the actor: the mailbox keeps being served meanwhile.
+    fn call_ai(&mut self, ctx: &mut Context<Self>, job: AiJob) {
+        self.last_active = Instant::now();
+        let Some(ai) = self.registry.ai().cloned() else {
+            self.accept_ai(job, Err(crate::ai::AiError::Request("no AI service is configured".into())), Duration::ZERO);
+            return;
+        };
+        let history = self.store.recent_messages(self.id, ai.config().history_messages + 1).unwrap_or_else(|error| {
+            tracing::warn!(%error, conversation_id = %self.id, "could not read the history for the AI model");
+            Vec::new()
+        });
+        let (settings, contexts, text) = (job.bot.chatbot.settings.clone(), job.bot.ai_contexts.clone(), job.user_text.clone());
+        let started = Instant::now();
+        let call = async move { ai.reply(&settings, &contexts, &history, &text).await };
+        ctx.spawn(call.into_actor(self).map(move |result, actor, _ctx| actor.accept_ai(job, result, started.elapsed())));
+    }
+
+    /// Takes the model's answer into the conversation unless it was superseded meanwhile; a
+    /// failed call answers with the fallback message (and is recorded), never an error.
+    fn accept_ai(&mut self, job: AiJob, result: Result<crate::ai::AiAnswer, crate::ai::AiError>, took: Duration) {
+        self.registry.record_ai(took, result.is_ok());
+        self.last_active = Instant::now();
+        if self.passivated || self.ai_token != job.token {
+            return;
+        }
+        let mut turn = match self.turn(Arc::clone(&job.bot)) {
+            Ok(turn) => turn,
+            Err(error) => {
+                tracing::error!(%error, conversation_id = %self.id, "could not record the AI answer");
+                return self.supersede_ai();
+            }
+        };
+        turn.deliver_replies = job.deliver_replies;
+        match result {
+            Ok(answer) if !answer.text.trim().is_empty() => {
+                turn.trace(format!("AI answered ({} tokens)", answer.tokens_used.unwrap_or(0)));
+                turn.reply(ReplyDraft::new(answer.text.trim(), &[]));
+                if let Some(message) = turn.messages.last_mut() {
+                    message.tokens_used = answer.tokens_used;
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Err(error) => error.to_string(),
+                    Ok(_) => "the model answered with nothing".to_string(),
+                };
+                tracing::warn!(conversation_id = %self.id, error = %why, "AI call failed; answering with the fallback");
+                turn.trace(format!("AI failed: {why}"));
+                let fallback = engine::default_reply(&job.bot.rules, false);
+                for reply in fallback.replies {
+                    turn.reply(reply);
+                }
+            }
+        }
+        let outcome = HandleOutcome {
+            conversation_id: self.id,
+            contact_id: turn.conversation.contact_id,
+            message_id: job.user_message,
+            bot_active: turn.conversation.bot_active,
+            replies: turn.replies(),
+        };
+        let dedupe = job.provider_message_id.as_deref().map(|p| (p, &outcome));
+        let replied = match self.commit(&mut turn, dedupe) {
+            Ok(ticket) => Some(AiReplied { replies: outcome.replies.clone(), bot_active: outcome.bot_active, ticket }),
+            Err(error) => {
+                tracing::error!(%error, conversation_id = %self.id, "could not store the AI answer");
+                None
+            }
+        };
+        for waiter in self.ai_waiters.drain(..) {
+            let _ = waiter.send(replied.clone());
+        }
     }
 
     /// The agent named by an `agent_id`, as far as the tenant knows them.
@@ -1094,8 +1231,8 @@ impl Handler<HandleIncoming> for ConversationActor {
         AtomicResponse::new(match started {
             Err(error) => Box::pin(fut::ready(Err(error))),
             Ok(Incoming::Duplicate(handled)) => Box::pin(fut::ready(Ok(handled))),
-            Ok(Incoming::Run { turn, pending, user_message, provider_message_id }) => {
-                Box::pin(self.drive(turn, pending).map(move |turn, actor, _ctx| {
+            Ok(Incoming::Run { turn, pending, user_message, user_text, provider_message_id }) => {
+                Box::pin(self.drive(turn, pending).map(move |turn, actor, ctx| {
                     let mut turn = turn?;
                     let outcome = HandleOutcome {
                         conversation_id: turn.conversation.id,
@@ -1105,7 +1242,20 @@ impl Handler<HandleIncoming> for ConversationActor {
                         replies: turn.replies(),
                     };
                     let ticket = actor.commit(&mut turn, provider_message_id.as_deref().map(|p| (p, &outcome)))?;
-                    Ok(Handled { outcome, duplicate: false, ticket })
+                    let ai_reply = if turn.ai_requested {
+                        let job = AiJob {
+                            token: actor.ai_token,
+                            bot: Arc::clone(&turn.bot),
+                            user_text: user_text.clone(),
+                            user_message,
+                            provider_message_id: provider_message_id.clone(),
+                            deliver_replies: turn.deliver_replies,
+                        };
+                        actor.request_ai(ctx, job)
+                    } else {
+                        None
+                    };
+                    Ok(Handled { outcome, duplicate: false, ticket, ai_reply })
                 }))
             }
         })
@@ -1117,7 +1267,13 @@ impl Handler<HandleIncoming> for ConversationActor {
 #[allow(clippy::large_enum_variant)]
 enum Incoming {
     Duplicate(Handled),
-    Run { turn: Turn, pending: Option<PendingFetch>, user_message: MessageId, provider_message_id: Option<String> },
+    Run {
+        turn: Turn,
+        pending: Option<PendingFetch>,
+        user_message: MessageId,
+        user_text: String,
+        provider_message_id: Option<String>,
+    },
 }
 
 impl ConversationActor {
@@ -1132,12 +1288,17 @@ impl ConversationActor {
                         outcome,
                         duplicate: true,
                         ticket: self.store.ticket_for_all(),
+                        ai_reply: None,
                     }));
                 }
             }
         }
         let mut turn = self.open(bot, &origin)?;
         turn.deliver_replies = deliver_replies;
+        if !message.from_me {
+            // A newer message supersedes an AI answer still being computed for an older one.
+            self.supersede_ai();
+        }
         let first_message = turn.conversation.next_seq == 1;
         let role = if message.from_me { Role::Agent } else { Role::User };
         let user_message = turn.message(role, message.text.clone(), &message.message_type);
@@ -1151,7 +1312,13 @@ impl ConversationActor {
         } else {
             turn.respond_to_text(&message.text, first_message)
         };
-        Ok(Incoming::Run { turn, pending, user_message, provider_message_id: message.provider_message_id })
+        Ok(Incoming::Run {
+            turn,
+            pending,
+            user_message,
+            user_text: message.text,
+            provider_message_id: message.provider_message_id,
+        })
     }
 }
 

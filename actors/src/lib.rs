@@ -6,6 +6,7 @@ pub mod botconfig;
 pub mod conversation;
 pub mod engine;
 pub mod events;
+pub mod histogram;
 pub mod model;
 pub mod registry;
 pub mod store;

@@ -48,6 +48,10 @@ pub struct RegistryStats {
     pub live_actors: AtomicI64,
     pub passivations: AtomicU64,
     pub mailbox_full: AtomicU64,
+    /// Time of AI model calls.
+    pub ai_latency: crate::histogram::Histogram,
+    /// AI calls that failed (answered with the fallback).
+    pub ai_failures: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,7 @@ pub struct Registry {
     events: EventBus,
     /// Wakes the webhook actor when deliveries were queued.
     outbox: Arc<tokio::sync::Notify>,
+    ai: Option<crate::ai::Ai>,
 }
 
 /// What the actors share besides the store.
@@ -84,6 +89,8 @@ pub struct Services {
     pub events: EventBus,
     /// Notified when deliveries were queued in the outbox.
     pub outbox: Arc<tokio::sync::Notify>,
+    /// The AI model clients.
+    pub ai: Option<crate::ai::Ai>,
 }
 
 /// Decrements a conversation's in-flight count however the request ends (also if dropped).
@@ -98,7 +105,7 @@ impl Drop for InFlight {
 impl Registry {
     /// Starts the arbiters.
     pub fn start(store: Store, config: RegistryConfig, services: Services) -> Self {
-        let Services { configs, http, events, outbox } = services;
+        let Services { configs, http, events, outbox, ai } = services;
         let count = if config.arbiters == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -115,12 +122,25 @@ impl Registry {
             config,
             stats: RegistryStats::default(),
         };
-        Self { inner: Arc::new(inner), store, configs, http, events, outbox }
+        Self { inner: Arc::new(inner), store, configs, http, events, outbox, ai }
     }
 
     /// The live event bus.
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// The AI model clients, if configured.
+    pub fn ai(&self) -> Option<&crate::ai::Ai> {
+        self.ai.as_ref()
+    }
+
+    /// Records one AI call.
+    pub(crate) fn record_ai(&self, took: Duration, ok: bool) {
+        self.inner.stats.ai_latency.observe(took);
+        if !ok {
+            self.inner.stats.ai_failures.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Tells the webhook actor that deliveries were queued.

@@ -3,6 +3,7 @@
 //! Every change goes through the conversation's actor; reads come from the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use baton_actors::botconfig::BotConfig;
@@ -24,6 +25,8 @@ use crate::extract::{BodyLimit, Json, Query};
 use crate::metrics::HandleOutcome;
 use crate::routes::{deleted, max_chars, required_text, resource};
 
+/// Extra time a sync message waits for its AI answer beyond the model timeout and debounce.
+const AI_WAIT_MARGIN: Duration = Duration::from_secs(5);
 /// Longest channel, provider and message id accepted.
 const MAX_ID_CHARS: usize = 256;
 /// Page sizes.
@@ -211,10 +214,22 @@ async fn handle_message(
         contact: body.contact,
     };
     let deliver_replies = body.asynchronous;
+    // A sync message the AI model answers waits for the answer, at most this long.
+    let ai_wait = Duration::from_millis(
+        state.settings.ai.timeout_ms + bot.chatbot.settings.ai_debounce_ms + AI_WAIT_MARGIN.as_millis() as u64,
+    );
     let handled =
         state.registry.send(conversation_id, HandleIncoming { bot, origin, message, deliver_replies }).await?;
     state.store.durable(handled.ticket).await?;
-    let outcome = handled.outcome;
+    let mut outcome = handled.outcome;
+    if let Some(waiting) = handled.ai_reply {
+        // `None` (or no answer in time) means a newer message or a human took over first.
+        if let Ok(Ok(Some(ai))) = tokio::time::timeout(ai_wait, waiting).await {
+            state.store.durable(ai.ticket).await?;
+            outcome.replies = ai.replies;
+            outcome.bot_active = ai.bot_active;
+        }
+    }
     let class = if handled.duplicate {
         HandleOutcome::Duplicate
     } else if !outcome.bot_active && outcome.replies.is_empty() {
@@ -381,7 +396,7 @@ async fn find(
 
 /// The conversation named by the path, checked against the caller's tenant and, on nested
 /// paths, the chatbot; with its chatbot's configuration.
-fn resolve(
+pub(crate) fn resolve(
     state: &AppState,
     principal: &Principal,
     req: &HttpRequest,
