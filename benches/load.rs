@@ -11,6 +11,7 @@
 //!
 //! Prints a table, then the same figures as JSON on the last line of stdout.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -55,7 +56,7 @@ impl Options {
             connections: parse("LOAD_CONNECTIONS", connections)? as usize,
             conversations: parse("LOAD_CONVERSATIONS", conversations)? as usize,
             rate: var("LOAD_RATE").map(|_| parse("LOAD_RATE", 0.0)).transpose()?,
-            fsync: var("LOAD_FSYNC").map_or(true, |v| v.trim() != "0"),
+            fsync: var("LOAD_FSYNC").is_none_or(|v| v.trim() != "0"),
             smoke,
         })
     }
@@ -105,7 +106,7 @@ fn main() -> anyhow::Result<()> {
 #[derive(Debug)]
 struct Measured {
     report: LoadReport,
-    cpu: CpuPerMessage,
+    usage: UsagePerMessage,
 }
 
 /// Sets baton up, warms both targets, then measures baton and the bare handler in turn.
@@ -138,10 +139,10 @@ async fn measure(options: &Options, baton: &BatonServer, bare: &BareServer) -> a
 }
 
 async fn measure_one(config: &LoadConfig) -> anyhow::Result<Measured> {
-    let before = CpuTime::now();
+    let before = Usage::now();
     let report = load::run(config).await?;
-    let cpu = CpuTime::now().since(&before).per_message(report.ok);
-    Ok(Measured { report, cpu })
+    let usage = Usage::now().since(&before).per_message(report.ok);
+    Ok(Measured { report, usage })
 }
 
 /// Creates a chatbot with a keyword rule answering [`MESSAGE_TEXT`], and checks it answers.
@@ -294,39 +295,58 @@ impl BareServer {
     }
 }
 
-/// CPU seconds used by the whole process and by the load client's threads.
-#[derive(Debug, Clone, Copy)]
-struct CpuTime {
+/// CPU seconds used by the whole process and by its live threads grouped by name, and bytes
+/// the process had written to storage.
+#[derive(Debug, Clone, Default)]
+struct Usage {
     process: f64,
-    client: f64,
+    /// Thread name with trailing digits dropped (`actix-rt|system:0|arbiter:3` → one group) → seconds.
+    threads: BTreeMap<String, f64>,
+    /// `write_bytes` of `/proc/self/io`: what reached the block layer (fsync'd or written back).
+    disk_bytes: u64,
 }
 
-impl CpuTime {
+impl Usage {
     /// Reads `/proc` (zeros where it cannot be read).
     fn now() -> Self {
-        let process =
-            std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| cpu_ticks(&s).map(|(_, t)| t)).unwrap_or(0);
-        let mut client = 0;
-        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-            for task in tasks.flatten() {
-                let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-                if let Some((name, ticks)) = cpu_ticks(&stat) {
-                    if name.starts_with(CLIENT_THREAD) {
-                        client += ticks;
-                    }
-                }
+        let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        let disk_bytes = io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok());
+        let mut usage = Self {
+            process: cpu_ticks(&stat).map_or(0.0, |(_, t)| seconds(t)),
+            threads: BTreeMap::new(),
+            disk_bytes: disk_bytes.unwrap_or(0),
+        };
+        for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            if let Some((name, ticks)) = cpu_ticks(&stat) {
+                let group = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == ':' || c == '-');
+                *usage.threads.entry(group.to_string()).or_default() += seconds(ticks);
             }
         }
-        Self { process: process as f64 / TICKS_PER_SECOND, client: client as f64 / TICKS_PER_SECOND }
+        usage
     }
 
-    fn since(&self, before: &CpuTime) -> CpuTime {
-        CpuTime { process: self.process - before.process, client: self.client - before.client }
+    fn since(&self, before: &Usage) -> Usage {
+        let threads = self
+            .threads
+            .iter()
+            .map(|(name, secs)| (name.clone(), secs - before.threads.get(name).copied().unwrap_or(0.0)))
+            .filter(|(_, secs)| *secs > 0.0)
+            .collect();
+        Usage { process: self.process - before.process, threads, disk_bytes: self.disk_bytes - before.disk_bytes }
     }
 
-    fn per_message(&self, messages: u64) -> CpuPerMessage {
+    fn per_message(&self, messages: u64) -> UsagePerMessage {
         let per = |secs: f64| if messages == 0 { 0.0 } else { secs * 1e6 / messages as f64 };
-        CpuPerMessage { all_us: per(self.process), server_us: per(self.process - self.client) }
+        let client: f64 = self.threads.iter().filter(|(name, _)| name.starts_with(CLIENT_THREAD)).map(|(_, s)| s).sum();
+        UsagePerMessage {
+            all_us: per(self.process),
+            server_us: per(self.process - client),
+            by_thread_us: self.threads.iter().map(|(name, secs)| (name.clone(), per(*secs))).collect(),
+            disk_bytes: if messages == 0 { 0.0 } else { self.disk_bytes as f64 / messages as f64 },
+        }
     }
 }
 
@@ -342,11 +362,15 @@ fn cpu_ticks(stat: &str) -> Option<(&str, u64)> {
     Some((name, utime + stime))
 }
 
-/// CPU microseconds per successful message: the whole process, and without the client threads.
-#[derive(Debug, Clone, Copy)]
-struct CpuPerMessage {
+/// Per successful message: CPU microseconds of the whole process, without the client threads
+/// and by thread group; bytes written to storage.
+#[derive(Debug, Clone)]
+struct UsagePerMessage {
     all_us: f64,
     server_us: f64,
+    by_thread_us: BTreeMap<String, f64>,
+    /// Bytes written to storage per message.
+    disk_bytes: f64,
 }
 
 /// How the group committer batched during the whole run (warm-up included).
@@ -387,20 +411,21 @@ fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Mea
         if options.fsync { "on" } else { "off" },
     );
     println!(
-        "{:<8} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>16}",
-        "target", "msgs/s", "p50", "p90", "p99", "errors", "CPU µs/msg", "server CPU µs/msg"
+        "{:<8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>18} {:>12}",
+        "target", "msgs/s", "p50", "p90", "p99", "errors", "CPU µs/msg", "server CPU µs/msg", "disk B/msg"
     );
     for (name, m) in [("baton", baton), ("bare", bare)] {
         println!(
-            "{:<8} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>16.1}",
+            "{:<8} {:>10.0} {:>10} {:>10} {:>10} {:>7} {:>11.1} {:>18.1} {:>12.0}",
             name,
             m.report.throughput,
             ms(m.report.p50),
             ms(m.report.p90),
             ms(m.report.p99),
             m.report.error_count(),
-            m.cpu.all_us,
-            m.cpu.server_us,
+            m.usage.all_us,
+            m.usage.server_us,
+            m.usage.disk_bytes,
         );
     }
     println!(
@@ -421,8 +446,17 @@ fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Mea
             commit.mean_flush_ms,
         );
     }
+    for (name, m) in [("baton", baton), ("bare", bare)] {
+        let mut threads: Vec<_> = m.usage.by_thread_us.iter().filter(|(_, us)| **us >= 0.5).collect();
+        threads.sort_by(|a, b| b.1.total_cmp(a.1));
+        let threads: Vec<String> = threads.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
+        println!("{name} CPU µs/msg by thread: {}", threads.join(", "));
+    }
     println!(
-        "CPU µs/msg is the whole process (client + server, one process); server CPU leaves out the client's threads."
+        "CPU µs/msg is the whole process: client and servers share it. Server CPU leaves out the client's threads;"
+    );
+    println!(
+        "by thread: names as the kernel keeps them (15 chars, so `actix-rt|system` is HTTP workers and arbiters)."
     );
     let summary = json!({
         "bench": "load",
@@ -432,17 +466,21 @@ fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Mea
         "rate": options.rate,
         "fsync": options.fsync,
         "workers": workers,
-        "baton": with_cpu(&baton.report, baton.cpu),
-        "bare": with_cpu(&bare.report, bare.cpu),
+        "baton": with_usage(&baton.report, &baton.usage),
+        "bare": with_usage(&bare.report, &bare.usage),
         "ratio": (ratio * 1e4).round() / 1e4,
         "commit": { "rounds": commit.rounds, "writes": commit.tickets, "mean_flush_ms": (commit.mean_flush_ms * 1e3).round() / 1e3 },
     });
     println!("{summary}");
 }
 
-fn with_cpu(report: &LoadReport, cpu: CpuPerMessage) -> Value {
+fn with_usage(report: &LoadReport, usage: &UsagePerMessage) -> Value {
     let mut value = report.to_json();
-    value["cpu_us_per_msg"] = json!((cpu.all_us * 10.0).round() / 10.0);
-    value["server_cpu_us_per_msg"] = json!((cpu.server_us * 10.0).round() / 10.0);
+    value["cpu_us_per_msg"] = json!((usage.all_us * 10.0).round() / 10.0);
+    value["server_cpu_us_per_msg"] = json!((usage.server_us * 10.0).round() / 10.0);
+    value["disk_bytes_per_msg"] = json!(usage.disk_bytes.round());
+    let by_thread: BTreeMap<&str, f64> =
+        usage.by_thread_us.iter().map(|(name, us)| (name.as_str(), (us * 10.0).round() / 10.0)).collect();
+    value["cpu_us_per_msg_by_thread"] = json!(by_thread);
     value
 }

@@ -503,6 +503,7 @@ impl Turn {
             updated_at: self.at,
         };
         self.conversation.status = ConversationStatus::Escalated;
+        self.conversation.active_transfer = Some(transfer.id);
         self.pause_bot("transferred to a human");
         self.trace(format!(
             "transfer opened to {}",
@@ -734,6 +735,7 @@ impl ConversationActor {
             last_message_at: None,
             last_seen_at: None,
             session_id: None,
+            active_transfer: None,
             epoch: 0,
             created_at: at,
             updated_at: at,
@@ -1496,6 +1498,13 @@ impl Handler<OpenTransfer> for ConversationActor {
     fn handle(&mut self, msg: OpenTransfer, _ctx: &mut Self::Context) -> Self::Result {
         self.begin()?;
         let mut turn = self.turn(msg.bot)?;
+        if let Some(waiting) = turn.conversation.active_transfer {
+            if self.store.transfer(waiting)?.is_some_and(|t| t.status == TransferStatus::Active) {
+                return Err(ConversationError::Conflict(format!(
+                    "this conversation is already with a human (transfer {waiting}); resume it first"
+                )));
+            }
+        }
         let transfer = turn.open_transfer(msg.team_id, msg.notes, TransferSource::Manual);
         let ticket = self.commit(&mut turn, None)?;
         Ok(TransferChanged { transfer, ticket })
@@ -1522,6 +1531,9 @@ impl Handler<ResumeTransfer> for ConversationActor {
             transfer.updated_at = at;
         }
         turn.conversation.bot_active = true;
+        if turn.conversation.active_transfer == Some(transfer.id) {
+            turn.conversation.active_transfer = None;
+        }
         if turn.conversation.status == ConversationStatus::Escalated {
             turn.conversation.status = ConversationStatus::Active;
         }

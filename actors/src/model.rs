@@ -414,6 +414,9 @@ pub struct Conversation {
     /// The conversation's latest flow session, if it ever had one.
     #[serde(default)]
     pub session_id: Option<SessionId>,
+    /// The transfer waiting for (or handled by) a human, until it is resumed.
+    #[serde(default)]
+    pub active_transfer: Option<TransferId>,
     /// Ownership epoch: bumped whenever a human takes the conversation over or hands it
     /// back. A bot reply created in an older epoch is never delivered.
     #[serde(default)]

@@ -191,8 +191,13 @@ async fn get_settings(
     principal: Principal,
     bot: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(settings_of(&state, &principal, &bot)?))
+}
+
+/// Chatbot `bot`'s settings as served.
+pub(crate) fn settings_of(state: &AppState, principal: &Principal, bot: &str) -> Result<Value, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    Ok(HttpResponse::Ok().json(settings_view(&state.chatbot(&principal, &bot)?.chatbot)))
+    Ok(settings_view(&state.chatbot(principal, bot)?.chatbot))
 }
 
 /// Partial update: only the fields given change.
@@ -202,9 +207,18 @@ async fn put_settings(
     bot: web::Path<String>,
     body: Json<Map<String, Value>>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(update_settings(&state, &principal, &bot, body.0).await?))
+}
+
+/// Applies a partial settings update to chatbot `bot`; answers the settings as served.
+pub(crate) async fn update_settings(
+    state: &AppState,
+    principal: &Principal,
+    bot: &str,
+    mut patch: Map<String, Value>,
+) -> Result<Value, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let current = state.chatbot(&principal, &bot)?;
-    let mut patch = body.0;
+    let current = state.chatbot(principal, bot)?;
     for read_only in ["id", "chatbot_id", "account_id", "updated_at"] {
         patch.remove(read_only);
     }
@@ -213,6 +227,6 @@ async fn put_settings(
     let mut updated = current.chatbot.clone();
     updated.settings = settings;
     updated.updated_at = now();
-    save(&state, &updated).await?;
-    Ok(HttpResponse::Ok().json(settings_view(&updated)))
+    save(state, &updated).await?;
+    Ok(settings_view(&updated))
 }

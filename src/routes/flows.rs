@@ -51,6 +51,20 @@ fn checked(mut flow: Flow) -> Result<Flow, ApiError> {
     Ok(flow)
 }
 
+/// Every transfer step names a team of the flow's tenant (or the general queue).
+fn check_teams(state: &AppState, flow: &Flow) -> Result<(), ApiError> {
+    let Some(bot) = state.store.chatbot(flow.chatbot_id)? else { return Err(ApiError::not_found("chatbot")) };
+    for (i, step) in flow.steps.iter().enumerate() {
+        if let Some(team) = step.transfer_config.as_ref().and_then(|t| t.team_id) {
+            if state.store.team(bot.tenant_id, team)?.is_none() {
+                let field = format!("steps[{i}].transfer_config.team_id");
+                return Err(ApiError::unprocessable(field.clone(), format!("{field}: no team {team}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds and validates a new flow of `bot` from a request body.
 pub fn new_flow(bot: baton_actors::model::ChatbotId, body: FlowBody) -> Result<Flow, ApiError> {
     let at = now();
@@ -74,9 +88,14 @@ async fn list(
     principal: Principal,
     bot: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(list_flows(&state, &principal, &bot)?))
+}
+
+/// `{"items": [...]}`: chatbot `bot`'s flows.
+pub(crate) fn list_flows(state: &AppState, principal: &Principal, bot: &str) -> Result<Value, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let bot = state.chatbot(&principal, &bot)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.flows_of(bot.chatbot.id)? })))
+    let bot = state.chatbot(principal, bot)?;
+    Ok(serde_json::json!({ "items": state.store.flows_of(bot.chatbot.id)? }))
 }
 
 async fn create(
@@ -85,15 +104,26 @@ async fn create(
     bot: web::Path<String>,
     body: Json<FlowBody>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(create_flow(&state, &principal, &bot, body.0).await?))
+}
+
+/// Validates and stores a new flow of chatbot `bot`.
+pub(crate) async fn create_flow(
+    state: &AppState,
+    principal: &Principal,
+    bot: &str,
+    body: FlowBody,
+) -> Result<Flow, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let bot = state.chatbot(&principal, &bot)?;
-    let flow = new_flow(bot.chatbot.id, body.0)?;
-    save(&state, &flow).await?;
-    Ok(HttpResponse::Created().json(flow))
+    let bot = state.chatbot(principal, bot)?;
+    let flow = new_flow(bot.chatbot.id, body)?;
+    save(state, &flow).await?;
+    Ok(flow)
 }
 
 /// Stores a flow and forgets the chatbot's cached configuration.
 pub async fn save(state: &AppState, flow: &Flow) -> Result<(), ApiError> {
+    check_teams(state, flow)?;
     let ticket = state.store.put_flow(flow)?;
     state.configs.invalidate(flow.chatbot_id);
     state.store.durable(ticket).await?;

@@ -25,8 +25,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// A new rule as clients send it.
 #[derive(Debug, Deserialize)]
-struct CreateRule {
+pub(crate) struct CreateRule {
     #[serde(default)]
     name: Option<String>,
     keywords: Vec<String>,
@@ -80,11 +81,16 @@ async fn list(
     principal: Principal,
     bot: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(list_rules(&state, &principal, &bot)?))
+}
+
+/// `{"items": [...]}`: chatbot `bot`'s rules, highest priority first (ties: oldest first).
+pub(crate) fn list_rules(state: &AppState, principal: &Principal, bot: &str) -> Result<Value, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let bot = state.chatbot(&principal, &bot)?;
+    let bot = state.chatbot(principal, bot)?;
     let mut rules = state.store.rules_of(bot.chatbot.id)?;
     rules.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": rules })))
+    Ok(serde_json::json!({ "items": rules }))
 }
 
 async fn create(
@@ -93,9 +99,18 @@ async fn create(
     bot: web::Path<String>,
     body: Json<CreateRule>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(create_rule(&state, &principal, &bot, body.0).await?))
+}
+
+/// Validates and stores a new rule of chatbot `bot`.
+pub(crate) async fn create_rule(
+    state: &AppState,
+    principal: &Principal,
+    bot: &str,
+    body: CreateRule,
+) -> Result<KeywordRule, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let bot = state.chatbot(&principal, &bot)?;
-    let body = body.0;
+    let bot = state.chatbot(principal, bot)?;
     let at = now();
     let mut rule = KeywordRule {
         id: RuleId::new_random(),
@@ -116,8 +131,8 @@ async fn create(
         updated_at: at,
     };
     validate(&mut rule)?;
-    save(&state, &rule).await?;
-    Ok(HttpResponse::Created().json(rule))
+    save(state, &rule).await?;
+    Ok(rule)
 }
 
 async fn save(state: &AppState, rule: &KeywordRule) -> Result<(), ApiError> {
@@ -149,13 +164,24 @@ async fn update(
     path: web::Path<(String, String)>,
     body: Json<Map<String, Value>>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(update_rule(&state, &principal, &path.0, &path.1, body.0).await?))
+}
+
+/// Applies a partial update to rule `id` of chatbot `bot`.
+pub(crate) async fn update_rule(
+    state: &AppState,
+    principal: &Principal,
+    bot: &str,
+    id: &str,
+    patch: Map<String, Value>,
+) -> Result<KeywordRule, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let current = find(&state, &principal, &path.0, &path.1)?;
-    let mut rule: KeywordRule = merge_patch(&current, body.0, &["id", "chatbot_id", "created_at", "updated_at"])?;
+    let current = find(state, principal, bot, id)?;
+    let mut rule: KeywordRule = merge_patch(&current, patch, &["id", "chatbot_id", "created_at", "updated_at"])?;
     validate(&mut rule)?;
     rule.updated_at = now();
-    save(&state, &rule).await?;
-    Ok(HttpResponse::Ok().json(rule))
+    save(state, &rule).await?;
+    Ok(rule)
 }
 
 async fn delete(
@@ -163,11 +189,17 @@ async fn delete(
     principal: Principal,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    delete_rule(&state, &principal, &path.0, &path.1).await?;
+    Ok(deleted())
+}
+
+/// Deletes rule `id` of chatbot `bot`.
+pub(crate) async fn delete_rule(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<(), ApiError> {
     principal.require(Scope::ChatbotConfig)?;
-    let rule = find(&state, &principal, &path.0, &path.1)?;
+    let rule = find(state, principal, bot, id)?;
     let ticket =
         state.store.delete_rule(rule.chatbot_id, rule.id)?.ok_or_else(|| ApiError::not_found("keyword rule"))?;
     state.configs.invalidate(rule.chatbot_id);
     state.store.durable(ticket).await?;
-    Ok(deleted())
+    Ok(())
 }

@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use baton_actors::conversation::{SessionAction, SetSessionStatus};
 use baton_actors::model::{ChatbotId, Session, SessionId, SessionStatus};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::app::AppState;
 use crate::auth::{Principal, Scope};
@@ -23,6 +24,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn list(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(list_sessions(&state, &principal, &query)?))
+}
+
+/// `{"items": [...]}`: the tenant's sessions, newest first, filtered by `chatbot_id` and `status`.
+pub(crate) fn list_sessions(state: &AppState, principal: &Principal, query: &Query) -> Result<Value, ApiError> {
     principal.require(Scope::ConversationsRead)?;
     let chatbot: Option<ChatbotId> = query.parse("chatbot_id", "a UUID")?;
     let status = match query.get("status").filter(|s| !s.is_empty()) {
@@ -43,7 +49,7 @@ async fn list(state: web::Data<AppState>, principal: Principal, query: Query) ->
     }
     let keep = |s: &Session| chatbot.is_none_or(|b| s.chatbot_id == b) && status.is_none_or(|st| s.status == st);
     let sessions = state.store.sessions_of(principal.tenant_id, limit, keep)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": sessions })))
+    Ok(serde_json::json!({ "items": sessions }))
 }
 
 /// The caller's session `id` (404 for another tenant's).
@@ -60,8 +66,13 @@ async fn get(
     principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(read_session(&state, &principal, &id)?))
+}
+
+/// The caller's session `id` for reading (scope `conversations:read`).
+pub(crate) fn read_session(state: &AppState, principal: &Principal, id: &str) -> Result<Session, ApiError> {
     principal.require(Scope::ConversationsRead)?;
-    Ok(HttpResponse::Ok().json(find(&state, &principal, &id)?))
+    find(state, principal, id)
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,8 +110,23 @@ async fn update(
     id: web::Path<String>,
     body: Json<SessionPatch>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(update_session(&state, &principal, &id, body.0.status.as_deref(), None).await?))
+}
+
+/// Applies status `raw` (open, close, pause, resume) to session `id`; when `chatbot` is given
+/// the session must belong to it (404 otherwise).
+pub(crate) async fn update_session(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    raw: Option<&str>,
+    chatbot: Option<ChatbotId>,
+) -> Result<Session, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
-    let action = parse_action(body.0.status.as_deref())?;
-    let session = find(&state, &principal, &id)?;
-    Ok(HttpResponse::Ok().json(set_status(&state, &session, action).await?))
+    let action = parse_action(raw)?;
+    let session = find(state, principal, id)?;
+    if chatbot.is_some_and(|bot| bot != session.chatbot_id) {
+        return Err(ApiError::not_found("session"));
+    }
+    set_status(state, &session, action).await
 }

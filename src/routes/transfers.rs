@@ -45,6 +45,7 @@ fn parse_queue(state: &AppState, principal: &Principal, raw: Option<&str>) -> Re
 
 /// The transfer list with queue counts, filtered by `status` and `team_id`.
 pub fn list_transfers(state: &AppState, principal: &Principal, query: &Query) -> Result<Value, ApiError> {
+    principal.require(Scope::Transfers)?;
     let status = match query.get("status").filter(|s| !s.is_empty()) {
         None => None,
         Some("active") => Some(TransferStatus::Active),
@@ -71,7 +72,6 @@ pub fn list_transfers(state: &AppState, principal: &Principal, query: &Query) ->
 }
 
 async fn list(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
-    principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(list_transfers(&state, &principal, &query)?))
 }
 
@@ -115,6 +115,7 @@ fn target_conversation(
 
 /// Opens a transfer by hand; returns the transfer as served.
 pub async fn open_transfer(state: &AppState, principal: &Principal, body: CreateTransfer) -> Result<Value, ApiError> {
+    principal.require(Scope::Transfers)?;
     let notes = body.notes.clone().unwrap_or_default();
     max_chars("notes", &notes, 4000)?;
     let team_id: Option<TeamId> = match body.team_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -139,15 +140,19 @@ async fn create(
     principal: Principal,
     body: Json<CreateTransfer>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Created().json(open_transfer(&state, &principal, body.0).await?))
 }
 
 /// Takes the oldest waiting transfer of the queue named by `team_id` for `agent_id`.
 pub async fn pick_up(state: &AppState, principal: &Principal, query: &Query) -> Result<Value, ApiError> {
+    principal.require(Scope::Transfers)?;
     let queue = parse_queue(state, principal, query.get("team_id"))?;
     let agent = match query.get("agent_id").map(str::trim).filter(|s| !s.is_empty()) {
-        Some(raw) => Some(find_agent(state, principal, raw)?.id),
+        Some(raw) => Some(
+            find_agent(state, principal, raw)
+                .map_err(|_| ApiError::unprocessable("agent_id", format!("agent_id: no agent {raw:?}")))?
+                .id,
+        ),
         None => None,
     };
     let (transfer, ticket) = state.store.pick_up(principal.tenant_id, queue, agent)?.ok_or_else(|| {
@@ -160,7 +165,6 @@ pub async fn pick_up(state: &AppState, principal: &Principal, query: &Query) -> 
 }
 
 async fn pickup(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
-    principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(pick_up(&state, &principal, &query).await?))
 }
 
@@ -195,6 +199,7 @@ pub async fn assign_transfer(
     id: &str,
     body: Assign,
 ) -> Result<Value, ApiError> {
+    principal.require(Scope::Transfers)?;
     let transfer = find(state, principal, id)?;
     let agent = find_agent(state, principal, &body.agent_id)
         .map_err(|_| ApiError::unprocessable("agent_id", format!("agent_id: no agent {:?}", body.agent_id)))?;
@@ -213,12 +218,12 @@ async fn assign(
     id: web::Path<String>,
     body: Json<Assign>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(assign_transfer(&state, &principal, &id, body.0).await?))
 }
 
 /// Hands transfer `id`'s conversation back to the bot.
 pub async fn resume_transfer(state: &AppState, principal: &Principal, id: &str) -> Result<Value, ApiError> {
+    principal.require(Scope::Transfers)?;
     let transfer = find(state, principal, id)?;
     let changed = state.registry.send(transfer.conversation_id, ResumeTransfer { transfer_id: transfer.id }).await?;
     state.store.durable(changed.ticket).await?;
@@ -230,6 +235,5 @@ async fn resume(
     principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Scope::Transfers)?;
     Ok(HttpResponse::Ok().json(resume_transfer(&state, &principal, &id).await?))
 }

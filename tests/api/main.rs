@@ -3,6 +3,7 @@
 // Items shared between test modules are `pub` inside this one binary.
 #![allow(unreachable_pub)]
 
+mod ai_contexts;
 mod auth;
 mod chatbots;
 mod cli;

@@ -16,7 +16,7 @@ const CLOSE: &str = "}}";
 /// An unclosed `{{` is left verbatim. When braces nest (`{{{name}}}`), the `{{` nearest the
 /// closing `}}` opens the placeholder and the braces before it are kept (`{value}`).
 pub fn render(text: &str, vars: &Map<String, Value>) -> String {
-    render_with(text, vars, |out, value| push_value(out, value))
+    render_with(text, vars, push_value)
 }
 
 /// Like [`render`] for a URL template: every value is percent-encoded (all but RFC 3986's
