@@ -70,4 +70,3 @@ impl<S: ErrorShape + std::fmt::Debug> ResponseError for Reshaped<S> {
         response.json(S::body(&self.0))
     }
 }
-

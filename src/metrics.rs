@@ -62,18 +62,52 @@ impl Metrics {
             (HandleOutcome::Duplicate, "duplicate"),
             (HandleOutcome::Rejected, "rejected"),
         ] {
-            let _ = writeln!(out, "baton_messages_handled_total{{outcome=\"{name}\"}} {}", self.handled[outcome as usize].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "baton_messages_handled_total{{outcome=\"{name}\"}} {}",
+                self.handled[outcome as usize].load(Relaxed)
+            );
         }
-        render_histogram(&mut out, &self.handle_latency, "baton_handle_latency_seconds", "Time to answer handle, durable write included.");
+        render_histogram(
+            &mut out,
+            &self.handle_latency,
+            "baton_handle_latency_seconds",
+            "Time to answer handle, durable write included.",
+        );
         let registry = state.registry.stats();
-        gauge(&mut out, "baton_live_actors", "Conversation actors in memory.", registry.live_actors.load(Relaxed) as f64);
-        counter(&mut out, "baton_passivations_total", "Idle conversation actors stopped.", registry.passivations.load(Relaxed));
-        counter(&mut out, "baton_mailbox_full_total", "Requests refused because a conversation's mailbox was full.", registry.mailbox_full.load(Relaxed));
+        gauge(
+            &mut out,
+            "baton_live_actors",
+            "Conversation actors in memory.",
+            registry.live_actors.load(Relaxed) as f64,
+        );
+        counter(
+            &mut out,
+            "baton_passivations_total",
+            "Idle conversation actors stopped.",
+            registry.passivations.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "baton_mailbox_full_total",
+            "Requests refused because a conversation's mailbox was full.",
+            registry.mailbox_full.load(Relaxed),
+        );
         let commits = state.store.commit_stats();
         let rounds = commits.rounds.load(Relaxed);
         counter(&mut out, "baton_store_commits_total", "Group-commit rounds (flush + fsync).", rounds);
-        counter(&mut out, "baton_store_committed_writes_total", "Writes made durable by those rounds.", commits.tickets.load(Relaxed));
-        counter(&mut out, "baton_store_commit_failures_total", "Group-commit rounds that failed.", commits.failures.load(Relaxed));
+        counter(
+            &mut out,
+            "baton_store_committed_writes_total",
+            "Writes made durable by those rounds.",
+            commits.tickets.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "baton_store_commit_failures_total",
+            "Group-commit rounds that failed.",
+            commits.failures.load(Relaxed),
+        );
         let batch = if rounds == 0 { 0.0 } else { commits.tickets.load(Relaxed) as f64 / rounds as f64 };
         gauge(&mut out, "baton_store_commit_batch_size_mean", "Mean writes per group-commit round.", batch);
         let micros = commits.micros.load(Relaxed) as f64;
@@ -90,10 +124,25 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "baton_webhook_deliveries_total{{status=\"{name}\"}} {}", value.load(Relaxed));
         }
-        gauge(&mut out, "baton_webhook_deliveries_pending", "Deliveries waiting in the outbox.", state.store.pending_deliveries() as f64);
-        gauge(&mut out, "baton_websocket_subscribers", "Live event subscribers.", state.registry.events().subscribers() as f64);
+        gauge(
+            &mut out,
+            "baton_webhook_deliveries_pending",
+            "Deliveries waiting in the outbox.",
+            state.store.pending_deliveries() as f64,
+        );
+        gauge(
+            &mut out,
+            "baton_websocket_subscribers",
+            "Live event subscribers.",
+            state.registry.events().subscribers() as f64,
+        );
         render_histogram(&mut out, &registry.ai_latency, "baton_ai_call_seconds", "Time of AI model calls.");
-        counter(&mut out, "baton_ai_failures_total", "AI calls that failed (answered with the fallback).", registry.ai_failures.load(Relaxed));
+        counter(
+            &mut out,
+            "baton_ai_failures_total",
+            "AI calls that failed (answered with the fallback).",
+            registry.ai_failures.load(Relaxed),
+        );
         out
     }
 }

@@ -224,6 +224,12 @@ pub struct SetSessionStatus {
     pub action: SessionAction,
 }
 
+/// Close the session if its flow changed so that the step it waits at is gone (after a flow
+/// was edited or deleted).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CommitTicket, ConversationError>")]
+pub struct ReconcileFlow;
+
 /// Delete the conversation and everything in it.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<CommitTicket, ConversationError>")]
@@ -918,7 +924,11 @@ impl ConversationActor {
 
     /// Starts the AI answer to `job` after the chatbot's debounce (a newer message within it
     /// supersedes this one, so a burst gets one answer). Returns what a sync request awaits.
-    fn request_ai(&mut self, ctx: &mut Context<Self>, job: AiJob) -> Option<tokio::sync::oneshot::Receiver<Option<AiReplied>>> {
+    fn request_ai(
+        &mut self,
+        ctx: &mut Context<Self>,
+        job: AiJob,
+    ) -> Option<tokio::sync::oneshot::Receiver<Option<AiReplied>>> {
         let waiter = if job.deliver_replies {
             None
         } else {
@@ -950,10 +960,13 @@ impl ConversationActor {
             tracing::warn!(%error, conversation_id = %self.id, "could not read the history for the AI model");
             Vec::new()
         });
-        let (settings, contexts, text) = (job.bot.chatbot.settings.clone(), job.bot.ai_contexts.clone(), job.user_text.clone());
+        let (settings, contexts, text) =
+            (job.bot.chatbot.settings.clone(), job.bot.ai_contexts.clone(), job.user_text.clone());
         let started = Instant::now();
         let call = async move { ai.reply(&settings, &contexts, &history, &text).await };
-        ctx.spawn(call.into_actor(self).map(move |result, actor, _ctx| actor.accept_ai(job, result, started.elapsed())));
+        ctx.spawn(
+            call.into_actor(self).map(move |result, actor, _ctx| actor.accept_ai(job, result, started.elapsed())),
+        );
     }
 
     /// Takes the model's answer into the conversation unless it was superseded meanwhile; a
@@ -1585,6 +1598,23 @@ impl Handler<SetSessionStatus> for ConversationActor {
         let ticket = self.commit(&mut turn, None)?;
         let session = self.session.clone().ok_or(ConversationError::Missing("session"))?;
         Ok(SessionChanged { session, ticket })
+    }
+}
+
+impl Handler<ReconcileFlow> for ConversationActor {
+    type Result = Result<CommitTicket, ConversationError>;
+
+    fn handle(&mut self, _msg: ReconcileFlow, _ctx: &mut Self::Context) -> Self::Result {
+        self.begin()?;
+        let conversation = self.existing()?.clone();
+        let bot = self.registry.bot_config(conversation.chatbot_id)?;
+        let mut turn = self.turn(bot)?;
+        // A session whose flow or step is gone is closed by the lookup itself.
+        turn.waiting_step();
+        if !turn.session_changed {
+            return Ok(CommitTicket::NONE);
+        }
+        Ok(self.commit(&mut turn, None)?)
     }
 }
 

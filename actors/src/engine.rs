@@ -164,8 +164,11 @@ pub fn default_reply(bot: &BotRules, first_message: bool) -> Decision {
     } else {
         (&s.fallback_message, &s.fallback_buttons, Reason::Fallback)
     };
-    let replies =
-        if message.trim().is_empty() && buttons.is_empty() { Vec::new() } else { vec![ReplyDraft::new(message, buttons)] };
+    let replies = if message.trim().is_empty() && buttons.is_empty() {
+        Vec::new()
+    } else {
+        vec![ReplyDraft::new(message, buttons)]
+    };
     Decision { replies, reason, pause_bot: false }
 }
 

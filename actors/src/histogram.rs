@@ -45,6 +45,10 @@ impl Histogram {
                 (le, total)
             })
             .collect();
-        Snapshot { cumulative, count: self.count.load(Relaxed), sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6 }
+        Snapshot {
+            cumulative,
+            count: self.count.load(Relaxed),
+            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+        }
     }
 }

@@ -159,6 +159,10 @@ struct Trees {
     outbox_by_tenant: Tree,
     /// chatbot ++ context → AiContext
     ai_contexts: Tree,
+    /// conversation ++ session → ()
+    sessions_by_conversation: Tree,
+    /// conversation ++ transfer → ()
+    transfers_by_conversation: Tree,
 }
 
 #[derive(Debug)]
@@ -221,6 +225,8 @@ impl Store {
             outbox_conv: tree("outbox_conv")?,
             outbox_by_tenant: tree("outbox_by_tenant")?,
             ai_contexts: tree("ai_contexts")?,
+            sessions_by_conversation: tree("sessions_by_conversation")?,
+            transfers_by_conversation: tree("transfers_by_conversation")?,
         };
         let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
         let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
@@ -543,6 +549,11 @@ impl Store {
         if let Some(session) = write.session {
             put(&t.sessions, session.id.as_bytes().to_vec(), encode(session)?);
             put(&t.sessions_by_tenant, session_index(session), Vec::new());
+            put(
+                &t.sessions_by_conversation,
+                join(&[session.conversation_id.as_bytes(), session.id.as_bytes()]),
+                Vec::new(),
+            );
         }
         for delivery in write.deliveries {
             put(&t.outbox, delivery.id.as_bytes().to_vec(), encode(delivery)?);
@@ -556,6 +567,11 @@ impl Store {
         if let Some(transfer) = write.transfer {
             put(&t.transfers, transfer.id.as_bytes().to_vec(), encode(transfer)?);
             put(&t.transfers_by_tenant, transfer_index(transfer), Vec::new());
+            put(
+                &t.transfers_by_conversation,
+                join(&[transfer.conversation_id.as_bytes(), transfer.id.as_bytes()]),
+                Vec::new(),
+            );
             if transfer.status == TransferStatus::Active && transfer.assigned_at.is_none() {
                 put(&t.transfer_queue, queue_key(transfer), Vec::new());
             } else {
@@ -688,7 +704,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes a conversation with its messages and provider ids.
+    /// Deletes a conversation with everything in it: messages, provider ids, sessions and
+    /// transfers (waiting ones leave their queue).
     pub fn delete_conversation(&self, c: &Conversation) -> Result<CommitTicket, StoreError> {
         let t = self.trees();
         let by_bot = join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]);
@@ -701,6 +718,25 @@ impl Store {
             tx[2].remove(by_contact.as_slice())?;
             Ok::<(), ConflictableTransactionError<StoreError>>(())
         })?;
+        for key in t.sessions_by_conversation.scan_prefix(c.id.as_bytes()).keys() {
+            let key = key?;
+            if let Some(session) = SessionId::from_slice(&key[16..]).map(|id| self.session(id)).transpose()?.flatten() {
+                t.sessions_by_tenant.remove(session_index(&session))?;
+                t.sessions.remove(session.id.as_bytes())?;
+            }
+            t.sessions_by_conversation.remove(key)?;
+        }
+        for key in t.transfers_by_conversation.scan_prefix(c.id.as_bytes()).keys() {
+            let key = key?;
+            if let Some(transfer) =
+                TransferId::from_slice(&key[16..]).map(|id| self.transfer(id)).transpose()?.flatten()
+            {
+                t.transfer_queue.remove(queue_key(&transfer))?;
+                t.transfers_by_tenant.remove(transfer_index(&transfer))?;
+                t.transfers.remove(transfer.id.as_bytes())?;
+            }
+            t.transfers_by_conversation.remove(key)?;
+        }
         for tree in [&t.messages, &t.dedupe] {
             let mut batch = sled::Batch::default();
             for key in tree.scan_prefix(c.id.as_bytes()).keys() {
@@ -709,6 +745,25 @@ impl Store {
             tree.apply_batch(batch)?;
         }
         Ok(self.ticket())
+    }
+
+    /// The ids of a chatbot's conversations.
+    pub fn conversation_ids_of(&self, bot: ChatbotId) -> Result<Vec<ConversationId>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.trees().conv_by_bot.scan_prefix(bot.as_bytes()).keys() {
+            if let Some(id) = ConversationId::from_slice(&key?[24..]) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The conversations whose open or paused session runs `flow` (to reconcile after the
+    /// flow changed).
+    pub fn sessions_in_flow(&self, tenant: TenantId, flow: FlowId) -> Result<Vec<Session>, StoreError> {
+        self.sessions_of(tenant, usize::MAX, |s| {
+            s.current_flow_id == Some(flow) && s.status != crate::model::SessionStatus::Closed
+        })
     }
 }
 
@@ -1086,19 +1141,29 @@ impl Store {
     }
 
     /// An AI context of a chatbot.
-    pub fn ai_context(&self, bot: ChatbotId, id: crate::model::AiContextId) -> Result<Option<crate::model::AiContext>, StoreError> {
+    pub fn ai_context(
+        &self,
+        bot: ChatbotId,
+        id: crate::model::AiContextId,
+    ) -> Result<Option<crate::model::AiContext>, StoreError> {
         self.get(&self.trees().ai_contexts, "ai_contexts", &join(&[bot.as_bytes(), id.as_bytes()]))
     }
 
     /// A chatbot's AI contexts, highest priority first (ties: oldest first).
     pub fn ai_contexts_of(&self, bot: ChatbotId) -> Result<Vec<crate::model::AiContext>, StoreError> {
-        let mut contexts: Vec<crate::model::AiContext> = self.scan(&self.trees().ai_contexts, "ai_contexts", bot.as_bytes())?;
-        contexts.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
+        let mut contexts: Vec<crate::model::AiContext> =
+            self.scan(&self.trees().ai_contexts, "ai_contexts", bot.as_bytes())?;
+        contexts
+            .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
         Ok(contexts)
     }
 
     /// Deletes an AI context; `None` when there was none.
-    pub fn delete_ai_context(&self, bot: ChatbotId, id: crate::model::AiContextId) -> Result<Option<CommitTicket>, StoreError> {
+    pub fn delete_ai_context(
+        &self,
+        bot: ChatbotId,
+        id: crate::model::AiContextId,
+    ) -> Result<Option<CommitTicket>, StoreError> {
         let removed = self.trees().ai_contexts.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
         Ok(removed.map(|_| self.ticket()))
     }

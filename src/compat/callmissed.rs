@@ -22,8 +22,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::routes::conversations::{
-    message_page, parse_status, read_conversation, set_autoreply, tenant_conversations,
-    update_status,
+    message_page, parse_status, read_conversation, set_autoreply, tenant_conversations, update_status,
 };
 use crate::routes::resource;
 
@@ -192,7 +191,11 @@ async fn autoreply(
 }
 
 /// `{"draft": "…"}`: the native AI draft (nothing sent, nothing stored).
-async fn ai_draft(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+async fn ai_draft(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let draft = crate::routes::drafts::draft_for(&state, &principal, &req).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "draft": draft })))

@@ -180,7 +180,17 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig)?;
     let current = state.chatbot(&principal, &bot)?;
-    let ticket = state.store.delete_chatbot(&current.chatbot)?;
+    // Its conversations go first, each through its actor, taking their sessions and waiting
+    // transfers with them.
+    let mut ticket = baton_actors::store::CommitTicket::NONE;
+    for id in state.store.conversation_ids_of(current.chatbot.id)? {
+        match state.registry.send(id, baton_actors::conversation::DeleteConversation).await {
+            Ok(deleted) => ticket = ticket.max(deleted),
+            Err(baton_actors::conversation::ConversationError::NotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    ticket = ticket.max(state.store.delete_chatbot(&current.chatbot)?);
     state.configs.invalidate(current.chatbot.id);
     state.store.durable(ticket).await?;
     Ok(deleted())

@@ -126,8 +126,24 @@ pub async fn save(state: &AppState, flow: &Flow) -> Result<(), ApiError> {
     check_teams(state, flow)?;
     let ticket = state.store.put_flow(flow)?;
     state.configs.invalidate(flow.chatbot_id);
-    state.store.durable(ticket).await?;
+    let reconciled = reconcile_sessions(state, flow).await?;
+    state.store.durable(ticket.max(reconciled)).await?;
     Ok(())
+}
+
+/// After `flow` changed or went away, closes the sessions waiting at a step it no longer
+/// has, through their conversations' actors, so no session points at a missing step.
+async fn reconcile_sessions(state: &AppState, flow: &Flow) -> Result<baton_actors::store::CommitTicket, ApiError> {
+    let Some(bot) = state.store.chatbot(flow.chatbot_id)? else { return Ok(baton_actors::store::CommitTicket::NONE) };
+    let mut ticket = baton_actors::store::CommitTicket::NONE;
+    for session in state.store.sessions_in_flow(bot.tenant_id, flow.id)? {
+        match state.registry.send(session.conversation_id, baton_actors::conversation::ReconcileFlow).await {
+            Ok(done) => ticket = ticket.max(done),
+            Err(baton_actors::conversation::ConversationError::NotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(ticket)
 }
 
 /// The caller's flow `id` of chatbot `bot`.
@@ -170,6 +186,7 @@ async fn delete(
     let flow = find(&state, &principal, &path.0, &path.1)?;
     let ticket = state.store.delete_flow(flow.chatbot_id, flow.id)?.ok_or_else(|| ApiError::not_found("flow"))?;
     state.configs.invalidate(flow.chatbot_id);
-    state.store.durable(ticket).await?;
+    let reconciled = reconcile_sessions(&state, &flow).await?;
+    state.store.durable(ticket.max(reconciled)).await?;
     Ok(deleted())
 }
