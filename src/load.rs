@@ -107,10 +107,15 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Successful messages per second.
     pub throughput: f64,
+    /// Mean latency.
     pub mean: Duration,
+    /// Median latency.
     pub p50: Duration,
+    /// 90th percentile latency.
     pub p90: Duration,
+    /// 99th percentile latency.
     pub p99: Duration,
+    /// Slowest request.
     pub max: Duration,
 }
 

@@ -1614,7 +1614,7 @@ impl Handler<ReconcileFlow> for ConversationActor {
         if !turn.session_changed {
             return Ok(CommitTicket::NONE);
         }
-        Ok(self.commit(&mut turn, None)?)
+        self.commit(&mut turn, None)
     }
 }
 
