@@ -71,6 +71,8 @@ pub struct Application {
     bootstrap_key: Option<String>,
     /// The webhook actor's thread, stopped last.
     webhook_arbiter: actix::Arbiter,
+    /// The task forgetting old provider message ids.
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -141,8 +143,8 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
-        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter })
+        let sweeper = spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
+        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter, sweeper })
     }
 
     /// The port the server listens on.
@@ -185,7 +187,19 @@ impl Application {
         }
         self.webhook_arbiter.stop();
         let _ = self.webhook_arbiter.join();
-        self.state.store.close()?;
+        self.sweeper.abort();
+        // The data directory stays locked while any handle to the store lives; HTTP worker
+        // threads drop their share of the state a moment after the server stopped. Wait for
+        // them (bounded), so a caller can reopen the directory as soon as this returns.
+        let state = self.state.into_inner();
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&state) > 1 && std::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let store = state.store.clone();
+        drop(state);
+        store.close()?;
+        drop(store);
         tracing::info!("store flushed; bye");
         Ok(())
     }
@@ -224,7 +238,7 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) {
+fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) -> tokio::task::JoinHandle<()> {
     actix_rt::spawn(async move {
         let mut every = tokio::time::interval(DEDUPE_SWEEP_EVERY);
         loop {
@@ -237,7 +251,7 @@ fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) {
                 _ => {}
             }
         }
-    });
+    })
 }
 
 /// Request logging at debug level.

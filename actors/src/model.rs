@@ -16,7 +16,7 @@ use uuid::Uuid;
 macro_rules! uuid_id {
     ($(#[$doc:meta] $name:ident),* $(,)?) => {$(
         #[$doc]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 
@@ -131,7 +131,7 @@ pub struct Tenant {
 }
 
 /// A stored API key. Only the SHA-256 hash of the key is kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: KeyId,
     pub tenant_id: TenantId,
@@ -150,7 +150,7 @@ pub struct StoredKey {
 }
 
 /// A chatbot and its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Chatbot {
     pub id: ChatbotId,
     pub tenant_id: TenantId,
@@ -163,7 +163,7 @@ pub struct Chatbot {
 }
 
 /// A quick-reply button or list row. `id` is generated from the title when not given.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Button {
     #[serde(default)]
     pub id: String,
@@ -171,7 +171,7 @@ pub struct Button {
 }
 
 /// A chatbot's behaviour settings (seed `001` plus baton's own).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Settings {
     pub chatbot_enabled: bool,
@@ -221,7 +221,7 @@ impl Default for Settings {
 }
 
 /// A weekly opening schedule in a time zone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct BusinessHours {
     pub timezone: String,
@@ -241,7 +241,7 @@ impl Default for BusinessHours {
 }
 
 /// How a keyword rule compares its keywords with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchType {
     /// The whole message equals the keyword.
@@ -255,7 +255,7 @@ pub enum MatchType {
 }
 
 /// What kind of answer a keyword rule gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseType {
     #[default]
@@ -264,7 +264,7 @@ pub enum ResponseType {
 }
 
 /// A keyword rule: when a message matches, the bot answers `response`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeywordRule {
     pub id: RuleId,
     pub chatbot_id: ChatbotId,
@@ -282,7 +282,7 @@ pub struct KeywordRule {
 }
 
 /// An HTTP method a webhook may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum WebhookMethod {
     #[default]
@@ -292,7 +292,7 @@ pub enum WebhookMethod {
 }
 
 /// Where a channel's bot replies and agent messages are delivered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplyWebhook {
     pub url: String,
     #[serde(default)]
@@ -305,7 +305,7 @@ pub struct ReplyWebhook {
 }
 
 /// The call made when a human takes a conversation over (seed `000`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TakeoverWebhook {
     pub url: String,
     #[serde(default)]
@@ -318,7 +318,7 @@ pub struct TakeoverWebhook {
 }
 
 /// A provider channel of a chatbot, identified by the provider's `channelId`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Channel {
     pub id: String,
     pub chatbot_id: ChatbotId,
@@ -354,7 +354,7 @@ impl Contact {
 }
 
 /// Where a conversation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationStatus {
     #[default]
@@ -426,7 +426,7 @@ pub struct Conversation {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
@@ -436,7 +436,7 @@ pub enum Role {
 }
 
 /// A stored message of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub conversation_id: ConversationId,
@@ -458,7 +458,7 @@ pub struct Message {
 }
 
 /// A reply the bot sends, as returned by `handle` and delivered to the channel.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reply {
     pub id: MessageId,
     #[serde(rename = "type")]
@@ -472,7 +472,7 @@ pub struct Reply {
 }
 
 /// A native WhatsApp Flow a reply asks the channel to render.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhatsappFlowRef {
     pub flow_id: String,
     #[serde(default)]
@@ -480,7 +480,7 @@ pub struct WhatsappFlowRef {
 }
 
 /// How a reply renders: plain text, 1–3 quick-reply buttons, a 4–10 row list, or a native flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyKind {
     Text,
@@ -511,7 +511,7 @@ impl ReplyKind {
 }
 
 /// What a flow step sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepType {
     Text,
@@ -522,7 +522,7 @@ pub enum StepType {
 }
 
 /// What a flow step waits for after sending its message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InputType {
     /// Nothing: the flow goes on to the next step at once.
@@ -539,7 +539,7 @@ pub enum InputType {
 }
 
 /// Where a `transfer` step hands the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferConfig {
     /// Target team; `None` is the general queue.
     #[serde(default)]
@@ -550,7 +550,7 @@ pub struct TransferConfig {
 }
 
 /// The HTTP call of an `api_fetch` step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiFetchConfig {
     /// `{{variables}}` are rendered.
     pub url: String,
@@ -580,7 +580,7 @@ fn default_fetch_timeout_ms() -> u64 {
 }
 
 /// The native flow of a `whatsapp_flow` step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhatsappFlowConfig {
     pub flow_id: String,
     #[serde(default)]
@@ -588,7 +588,7 @@ pub struct WhatsappFlowConfig {
 }
 
 /// One step of a flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowStep {
     /// Generated at save when not given.
     #[serde(default)]
@@ -614,7 +614,7 @@ pub struct FlowStep {
 }
 
 /// A field of a panel section (seed `001`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PanelField {
     pub key: String,
     pub label: String,
@@ -631,7 +631,7 @@ fn default_display_type() -> String {
 }
 
 /// A section of the contact info panel (seed `001`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PanelSection {
     pub id: String,
     pub label: String,
@@ -652,14 +652,14 @@ fn default_columns() -> u8 {
 }
 
 /// Which session variables the agents' panel shows.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PanelConfig {
     #[serde(default)]
     pub sections: Vec<PanelSection>,
 }
 
 /// A multi-step conversation flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Flow {
     pub id: FlowId,
     pub chatbot_id: ChatbotId,
@@ -681,7 +681,7 @@ pub struct Flow {
 }
 
 /// Whether a session runs, waits on a human, or is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     #[default]
@@ -691,7 +691,7 @@ pub enum SessionStatus {
 }
 
 /// A conversation's flow session: where it is in which flow, and what it collected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: SessionId,
     pub tenant_id: TenantId,
@@ -711,7 +711,7 @@ pub struct Session {
 }
 
 /// A team of agents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Team {
     pub id: TeamId,
     pub tenant_id: TenantId,
@@ -721,7 +721,7 @@ pub struct Team {
 }
 
 /// A human agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: AgentId,
     pub tenant_id: TenantId,
@@ -733,7 +733,7 @@ pub struct Agent {
 }
 
 /// Whether a transfer waits for or has a human, or was handed back to the bot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferStatus {
     #[default]
@@ -742,7 +742,7 @@ pub enum TransferStatus {
 }
 
 /// What opened a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferSource {
     Flow,
@@ -751,7 +751,7 @@ pub enum TransferSource {
 }
 
 /// A hand-over of a conversation to a team (or the general queue).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transfer {
     pub id: TransferId,
     pub tenant_id: TenantId,
@@ -772,7 +772,7 @@ pub struct Transfer {
 }
 
 /// What an outbound call carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryKind {
     /// A bot reply to the channel's reply webhook (dropped if ownership changed before sending).
@@ -784,7 +784,7 @@ pub enum DeliveryKind {
 }
 
 /// Where an outbound call stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -841,7 +841,7 @@ pub struct Delivery {
 }
 
 /// Where an AI context's content comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AiContextType {
     /// `content` as written.
@@ -851,7 +851,7 @@ pub enum AiContextType {
 }
 
 /// How an `api` AI context is fetched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AiContextApi {
     pub url: String,
     #[serde(default)]
@@ -879,7 +879,7 @@ fn default_context_bytes() -> usize {
 
 /// Knowledge for the AI model (seed `001`): added to the system prompt when its
 /// `trigger_keywords` match the message, highest `priority` first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AiContext {
     pub id: AiContextId,
     pub chatbot_id: ChatbotId,

@@ -258,6 +258,12 @@ impl Store {
         self.ticket()
     }
 
+    /// How many handles to this store exist (the data directory stays locked until the
+    /// last is dropped).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The committer's counters.
     pub fn commit_stats(&self) -> &CommitStats {
         self.inner.commit.stats()

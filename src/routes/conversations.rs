@@ -75,7 +75,7 @@ fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
     string_or_number(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct HandleRequest {
     #[serde(default)]
@@ -93,14 +93,17 @@ struct HandleRequest {
     asynchronous: bool,
     message: IncomingBody,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::ContactInput>)]
     contact: Option<ContactInput>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = IncomingMessage)]
 struct IncomingBody {
     #[serde(default, deserialize_with = "opt_string_or_number")]
     id: Option<String>,
     #[serde(default, rename = "type")]
+    #[schema(value_type = Option<crate::openapi::IncomingMessageType>)]
     kind: Option<String>,
     #[serde(default)]
     text: Option<String>,
@@ -172,6 +175,25 @@ fn incoming_message(body: IncomingBody) -> Result<IncomingMessage, ApiError> {
 }
 
 /// `POST /v1/chatbots/{bot}/conversations/handle`: a provider's incoming message.
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/handle",
+    operation_id = "handle_message",
+    tag = "ingestion",
+    summary = "A provider's incoming message",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = HandleRequest,
+    responses(
+        (status = 200, description = "Handled; the bot's replies", body = crate::openapi::HandleResponse),
+        (
+            status = 202,
+            description = "Accepted (async); replies go to the reply webhook",
+            body = crate::openapi::HandleAccepted,
+        ),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["messages:handle"])),
+)]
 async fn handle(
     state: web::Data<AppState>,
     principal: Principal,
@@ -224,10 +246,18 @@ async fn handle_message(
     let mut outcome = handled.outcome;
     if let Some(waiting) = handled.ai_reply {
         // `None` (or no answer in time) means a newer message or a human took over first.
-        if let Ok(Ok(Some(ai))) = tokio::time::timeout(ai_wait, waiting).await {
-            state.store.durable(ai.ticket).await?;
-            outcome.replies = ai.replies;
-            outcome.bot_active = ai.bot_active;
+        match tokio::time::timeout(ai_wait, waiting).await {
+            Ok(Ok(Some(ai))) => {
+                state.store.durable(ai.ticket).await?;
+                outcome.replies = ai.replies;
+                outcome.bot_active = ai.bot_active;
+            }
+            // Superseded: answer with the conversation as it stands now.
+            _ => {
+                if let Some(now) = state.store.conversation(conversation_id)? {
+                    outcome.bot_active = now.bot_active;
+                }
+            }
         }
     }
     let class = if handled.duplicate {
@@ -302,6 +332,28 @@ pub fn conversation_view(c: &Conversation) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/conversations",
+    operation_id = "list_conversations",
+    tag = "conversations",
+    summary = "List conversations, newest first",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("contactId" = Option<String>, Query, description = "Only this contact's"),
+        ("channelId" = Option<String>, Query, description = "Only this channel's"),
+        ("status" = Option<ConversationStatus>, Query, description = "Only this status"),
+        ("bot_active" = Option<bool>, Query, description = "Only paused (false) or active (true) bots"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of conversations", body = crate::openapi::ConversationPage),
+        (status = 400, description = "A malformed parameter", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"])),
+)]
 async fn list(
     state: web::Data<AppState>,
     principal: Principal,
@@ -330,7 +382,7 @@ async fn list(
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next.map(|c| c.to_string()) })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateConversation {
     #[serde(deserialize_with = "string_or_number")]
@@ -340,10 +392,26 @@ struct CreateConversation {
     #[serde(deserialize_with = "string_or_number")]
     provider_id: String,
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::ContactInput>)]
     contact: Option<ContactInput>,
 }
 
 /// Opens a conversation without a message: 201 when new, 200 with the existing one otherwise.
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations",
+    operation_id = "open_conversation",
+    tag = "conversations",
+    summary = "Open a conversation without a message",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = CreateConversation,
+    responses(
+        (status = 201, description = "A new conversation", body = crate::openapi::ConversationView),
+        (status = 200, description = "The existing conversation", body = crate::openapi::ConversationView),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -373,6 +441,24 @@ async fn create(
     Ok(HttpResponse::build(status).json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/conversations/find",
+    operation_id = "find_conversation",
+    tag = "conversations",
+    summary = "Find a conversation by channel and provider id",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("channelId" = String, Query, description = "The provider's channelId"),
+        ("providerId" = String, Query, description = "The provider's id of the person"),
+    ),
+    responses(
+        (status = 200, description = "The conversation", body = crate::openapi::ConversationView),
+        (status = 400, description = "channelId or providerId missing", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"])),
+)]
 async fn find(
     state: web::Data<AppState>,
     principal: Principal,
@@ -456,16 +542,34 @@ pub(crate) fn tenant_conversations(
     Ok(all)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/conversations/{id}",
+    operation_id = "get_conversation",
+    tag = "conversations",
+    summary = "Get a conversation",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    responses(
+        (status = 200, description = "The conversation", body = crate::openapi::ConversationView),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"])),
+)]
 async fn get(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     let info = req.match_info();
     let conversation = read_conversation(&state, &principal, info.get("id").unwrap_or(""), info.get("bot"))?;
     Ok(HttpResponse::Ok().json(view(&state, &conversation)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationPatch)]
 #[serde(deny_unknown_fields)]
 struct PatchConversation {
     #[serde(default)]
+    #[schema(value_type = Option<ConversationStatus>)]
     status: Option<String>,
     #[serde(default)]
     variables: Option<Map<String, Value>>,
@@ -495,6 +599,28 @@ async fn change(state: &AppState, id: ConversationId, update: UpdateConversation
     Ok(HttpResponse::Ok().json(view_with(&changed.conversation, changed.session.as_ref())))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/chatbots/{bot}/conversations/{id}",
+    operation_id = "update_conversation",
+    tag = "conversations",
+    summary = "Change status, variables (merged) or metadata",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    request_body = PatchConversation,
+    responses(
+        (status = 200, description = "The conversation", body = crate::openapi::ConversationView),
+        (
+            status = 400,
+            description = "An unknown field, a bad status or metadata that is not an object",
+            body = crate::openapi::ApiErrorBody,
+        ),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -514,6 +640,22 @@ async fn update(
         .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/chatbots/{bot}/conversations/{id}",
+    operation_id = "delete_conversation",
+    tag = "conversations",
+    summary = "Delete a conversation and its messages",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Deleted),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn delete(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let (conversation, _) = resolve(&state, &principal, &req)?;
@@ -522,6 +664,25 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>, principal: Princip
     Ok(deleted())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/conversations/{id}/messages",
+    operation_id = "list_messages",
+    tag = "conversations",
+    summary = "A conversation's messages in order",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+        ("after_seq" = Option<u64>, Query, description = "Only messages after this seq (default 0)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = crate::openapi::MessagePage),
+        (status = 400, description = "A malformed parameter", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"])),
+)]
 async fn messages(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -554,7 +715,7 @@ pub(crate) fn message_page(
     Ok((items, next))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct AgentMessage {
     content: String,
     #[serde(default, deserialize_with = "opt_string_or_number")]
@@ -562,6 +723,24 @@ struct AgentMessage {
 }
 
 /// An agent's reply: stored as role `agent`, pauses the bot when the chatbot says so.
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/{id}/messages",
+    operation_id = "post_agent_message",
+    tag = "conversations",
+    summary = "An agent's reply (delivered to the reply webhook; pauses the bot)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    request_body = AgentMessage,
+    responses(
+        (status = 201, description = "The stored message", body = Message),
+        (status = 400, description = "Blank or too long content", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn post_message(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -581,9 +760,11 @@ async fn post_message(
     Ok(HttpResponse::Created().json(posted.message))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = BotControlRequest)]
 struct BotControl {
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::BotAction>)]
     action: Option<String>,
     #[serde(default, deserialize_with = "opt_string_or_number")]
     agent_id: Option<String>,
@@ -606,6 +787,24 @@ pub async fn set_bot_active(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/{id}/bot-control",
+    operation_id = "bot_control",
+    tag = "conversations",
+    summary = "Pause or resume the bot (human takeover)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    request_body = BotControl,
+    responses(
+        (status = 200, description = "Done", body = crate::openapi::BotControlResponse),
+        (status = 400, description = "action missing or not pause/resume", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn bot_control(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -638,11 +837,31 @@ pub(crate) async fn control_bot(
     set_bot_active(state, conversation.id, active, agent_id).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationStatusChange)]
 struct SetStatus {
+    #[schema(value_type = ConversationStatus)]
     status: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/chatbots/{bot}/conversations/{id}/status",
+    operation_id = "set_conversation_status",
+    tag = "conversations",
+    summary = "Set a conversation's status",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    request_body = SetStatus,
+    responses(
+        (status = 200, description = "The conversation", body = crate::openapi::ConversationView),
+        (status = 400, description = "An unknown status", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn set_status(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -670,12 +889,30 @@ pub(crate) async fn update_status(
         .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = AutoreplyRequest)]
 struct Autoreply {
     enabled: bool,
 }
 
 /// Turns the bot on or off for one conversation (the same flag as bot-control).
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/{id}/autoreply",
+    operation_id = "set_autoreply",
+    tag = "conversations",
+    summary = "Turn the bot on or off (the same flag as bot-control)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    request_body = Autoreply,
+    responses(
+        (status = 200, description = "The conversation", body = crate::openapi::AutoreplyView),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn autoreply(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -705,7 +942,7 @@ pub(crate) async fn set_autoreply(
     Ok(changed)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EventRequest {
     #[serde(default)]
@@ -752,6 +989,21 @@ fn event_response(handled: EventHandled, asynchronous: bool, debug: bool) -> Htt
 }
 
 /// `POST …/conversations/event`: a channel event (`user_seen_message` updates `last_seen_at`).
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/event",
+    operation_id = "record_event",
+    tag = "ingestion",
+    summary = "A channel event (user_seen_message sets last_seen_at)",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = EventRequest,
+    responses(
+        (status = 200, description = "Recorded", body = crate::openapi::EventResponse),
+        (status = 202, description = "Recorded (async)", body = crate::openapi::EventResponse),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["messages:handle"])),
+)]
 async fn event(
     state: web::Data<AppState>,
     principal: Principal,
@@ -783,7 +1035,7 @@ async fn event(
     Ok(event_response(handled, body.asynchronous, false))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PayloadRequest {
     #[serde(default)]
@@ -828,6 +1080,34 @@ async fn apply_payload(
 }
 
 /// `POST …/conversations/payload`: jump into a flow or step, or deliver an event with a payload.
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/payload",
+    operation_id = "apply_payload",
+    tag = "ingestion",
+    summary = "Jump into a flow or step, or deliver an event with a payload",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = PayloadRequest,
+    responses(
+        (status = 200, description = "Applied; the bot's replies", body = crate::openapi::EventResponse),
+        (
+            status = 202,
+            description = "Applied (async); replies go to the reply webhook",
+            body = crate::openapi::EventResponse,
+        ),
+        (
+            status = 404,
+            description = "No such chatbot, conversation, flow or step",
+            body = crate::openapi::ApiErrorBody,
+        ),
+        (
+            status = 409,
+            description = "stepId without flowId while no flow is in progress",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["messages:handle"])),
+)]
 async fn payload(
     state: web::Data<AppState>,
     principal: Principal,
@@ -861,7 +1141,7 @@ async fn payload(
     apply_payload(&state, conversation.id, msg, body.asynchronous, body.is_debug).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CustomEventRequest {
     #[serde(default)]
@@ -872,6 +1152,20 @@ struct CustomEventRequest {
 }
 
 /// `POST …/conversations/custom-event`: starts the flows whose trigger lists `event:NAME`.
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/custom-event",
+    operation_id = "custom_event",
+    tag = "ingestion",
+    summary = "Start the flows whose trigger lists event:NAME",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = CustomEventRequest,
+    responses(
+        (status = 200, description = "Applied; the bot's replies", body = crate::openapi::EventResponse),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["messages:handle"])),
+)]
 async fn custom_event(
     state: web::Data<AppState>,
     principal: Principal,

@@ -7,11 +7,13 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
+use baton_actors::store::{Store, StoreConfig};
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -42,6 +44,24 @@ where
             return value;
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops `app` and waits (up to 5 s) until its data directory can be opened again.
+///
+/// Works around a shutdown race seen in the server: `stop()` can return while some thread still
+/// holds the store, and an immediate restart then fails with "could not acquire lock".
+async fn stop_and_release(app: TestApp, dir: &Path) {
+    app.stop();
+    let config = StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: 1 << 20, fsync: false };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(store) = Store::open(&config) {
+            store.close().expect("probe store closes");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the data directory stayed locked after stop()");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -885,7 +905,7 @@ async fn a_stored_loopback_webhook_is_refused_at_delivery_once_private_networks_
     let app = spawn_app_on(dir.path().to_path_buf(), |_| {}).await;
     let bot = app.create_chatbot(&app.admin_key, "Stale").await;
     configure_channel(&app, &bot, json!({ "reply_webhook": { "url": url_of(&server, REPLY) } })).await;
-    app.stop();
+    stop_and_release(app, dir.path()).await;
     let app = spawn_app_on(dir.path().to_path_buf(), |s| s.webhooks.allow_private_networks = false).await;
 
     // Act
@@ -920,7 +940,7 @@ async fn a_delivery_pending_a_retry_resumes_after_a_restart() {
     .await;
 
     // Act
-    app.stop();
+    stop_and_release(app, dir.path()).await;
     fix_receiver(&server).await;
     let app = spawn_app_on(dir.path().to_path_buf(), schedule).await;
 
