@@ -782,7 +782,6 @@ impl ConversationActor {
             // Ownership changed hands: bot replies made before this are never delivered, and
             // an AI answer still being computed is never accepted.
             turn.conversation.epoch += 1;
-            self.supersede_ai();
         }
         let deliveries = self.deliveries(turn, paused)?;
         let ticket = self.store.write_conversation(&ConversationWrite {
@@ -797,6 +796,10 @@ impl ConversationActor {
         })?;
         self.conversation = Some(turn.conversation.clone());
         self.session = turn.session.clone();
+        if paused || resumed {
+            // Only now, with the change written, so whoever waited reads the new state.
+            self.supersede_ai();
+        }
         self.publish(turn, paused, resumed);
         if !deliveries.is_empty() {
             self.registry.wake_outbox();
