@@ -22,6 +22,8 @@ use crate::error::ApiError;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The router tries resources in order: the hot ingestion route goes first.
+    conversations::configure_ingestion(cfg);
     health::configure(cfg);
     api_keys::configure(cfg);
     chatbots::configure(cfg);
@@ -36,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     deliveries::configure(cfg);
     drafts::configure(cfg);
     live::configure(cfg);
+    crate::openapi::configure(cfg);
     crate::compat::configure(cfg);
     cfg.default_service(web::to(no_route));
 }

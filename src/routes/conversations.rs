@@ -35,15 +35,19 @@ const MAX_PAGE: usize = 200;
 const DEFAULT_MESSAGES_PAGE: usize = 100;
 const MAX_MESSAGES_PAGE: usize = 1000;
 
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+/// The ingestion route, registered before every other so the router finds it first.
+pub(crate) fn configure_ingestion(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource("/v1/chatbots/{bot}/conversations/handle").app_data(BodyLimit::Handle).route(web::post().to(handle)),
-    )
-    .service(resource("/v1/chatbots/{bot}/conversations/find").route(web::get().to(find)))
-    .service(resource("/v1/chatbots/{bot}/conversations/event").route(web::post().to(event)))
-    .service(resource("/v1/chatbots/{bot}/conversations/payload").route(web::post().to(payload)))
-    .service(resource("/v1/chatbots/{bot}/conversations/custom-event").route(web::post().to(custom_event)))
-    .service(resource("/v1/chatbots/{bot}/conversations").route(web::get().to(list)).route(web::post().to(create)));
+    );
+}
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/chatbots/{bot}/conversations/find").route(web::get().to(find)))
+        .service(resource("/v1/chatbots/{bot}/conversations/event").route(web::post().to(event)))
+        .service(resource("/v1/chatbots/{bot}/conversations/payload").route(web::post().to(payload)))
+        .service(resource("/v1/chatbots/{bot}/conversations/custom-event").route(web::post().to(custom_event)))
+        .service(resource("/v1/chatbots/{bot}/conversations").route(web::get().to(list)).route(web::post().to(create)));
     for prefix in ["/v1/chatbots/{bot}/conversations/{id}", "/v1/conversations/{id}"] {
         cfg.service(
             resource(prefix).route(web::get().to(get)).route(web::patch().to(update)).route(web::delete().to(delete)),
