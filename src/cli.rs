@@ -27,6 +27,40 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Drive a running server with provider messages and report messages/s and latency.
+    Load(LoadArgs),
+}
+
+/// `baton load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    /// An API key with `messages:handle` (and `chatbot:config` when no chatbot is given).
+    #[arg(long)]
+    pub key: String,
+    /// The chatbot to post to; default: the key's first chatbot, or a new one made for the run.
+    #[arg(long)]
+    pub chatbot: Option<String>,
+    /// Conversations the messages are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub conversations: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds to run (default 10 unless --messages is given).
+    #[arg(long, conflicts_with = "messages")]
+    pub duration: Option<f64>,
+    /// Messages to send.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Open loop at this many messages/s (latency counted from when each was due); default closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Print the summary as JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `baton serve`.
@@ -75,7 +109,128 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::Keys { command: KeysCommand::Create(args) } => create_key(args),
+        Command::Load(args) => load(args),
     }
+}
+
+fn load(args: LoadArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let url = args.url.trim_end_matches('/').to_string();
+        let chatbot = match args.chatbot {
+            Some(id) => id,
+            None => load_chatbot(&url, &args.key).await?,
+        };
+        let duration = match (args.duration, args.messages) {
+            (Some(secs), _) => Some(std::time::Duration::from_secs_f64(secs.max(0.1))),
+            (None, None) => Some(std::time::Duration::from_secs(10)),
+            (None, Some(_)) => None,
+        };
+        let config = crate::load::LoadConfig {
+            url,
+            key: Some(args.key),
+            chatbot,
+            conversations: args.conversations.max(1),
+            connections: args.connections.max(1),
+            duration,
+            messages: args.messages,
+            rate: args.rate,
+            path: None,
+        };
+        let progress = std::sync::Arc::new(crate::load::Progress::default());
+        let run = tokio::spawn({
+            let progress = std::sync::Arc::clone(&progress);
+            async move { crate::load::run_with_progress(&config, progress).await }
+        });
+        let started = std::time::Instant::now();
+        let tty = std::io::stderr().is_terminal() && !args.json;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(if tty { 250 } else { 5000 }));
+        tick.tick().await;
+        while !run.is_finished() {
+            tick.tick().await;
+            let (sent, ok, errors) =
+                (progress.sent.load(Relaxed), progress.ok.load(Relaxed), progress.errors.load(Relaxed));
+            let elapsed = started.elapsed().as_secs_f64();
+            let done = match (duration, args.messages) {
+                (Some(d), _) => (elapsed / d.as_secs_f64()).min(1.0),
+                (None, Some(m)) => (sent as f64 / m.max(1) as f64).min(1.0),
+                _ => 0.0,
+            };
+            let filled = (done * 30.0) as usize;
+            let bar = format!("[{}{}]", "#".repeat(filled), "-".repeat(30 - filled));
+            let line = format!(
+                "{bar} {:>3.0}%  {elapsed:>6.1}s  sent {sent}  ok {ok}  errors {errors}  {:.0} msgs/s",
+                done * 100.0,
+                ok as f64 / elapsed.max(0.001)
+            );
+            if tty {
+                eprint!("\r{line}");
+                let _ = std::io::stderr().flush();
+            } else if !args.json {
+                eprintln!("{line}");
+            }
+        }
+        if tty {
+            eprintln!();
+        }
+        let report = run.await??;
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            println!("messages/s  {:.0}", report.throughput);
+            println!("sent        {}  ok {}  errors {}", report.sent, report.ok, report.error_count());
+            for (kind, count) in &report.errors {
+                println!("  {kind}: {count}");
+            }
+            println!(
+                "latency     p50 {:.2?}  p90 {:.2?}  p99 {:.2?}  max {:.2?}",
+                report.p50, report.p90, report.p99, report.max
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The key's first chatbot, or a new one (with a rule answering the load's message) when it
+/// has none.
+async fn load_chatbot(url: &str, key: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let listed: serde_json::Value = client
+        .get(format!("{url}/v1/chatbots"))
+        .header("x-api-key", key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if let Some(id) = listed["items"].get(0).and_then(|b| b["id"].as_str()) {
+        return Ok(id.to_string());
+    }
+    let created: serde_json::Value = client
+        .post(format!("{url}/v1/chatbots"))
+        .header("x-api-key", key)
+        .json(&serde_json::json!({ "name": "load test" }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("could not create a chatbot for the run (the key needs chatbot:config, or pass --chatbot)")?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("the server answered a chatbot without an id")?.to_string();
+    let rule = serde_json::json!({
+        "name": "load", "keywords": [crate::load::MESSAGE_TEXT], "match_type": "exact", "response": "Hi! How can I help?"
+    });
+    client
+        .post(format!("{url}/v1/chatbots/{id}/keywords"))
+        .header("x-api-key", key)
+        .json(&rule)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(id)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

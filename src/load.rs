@@ -157,10 +157,23 @@ impl fmt::Display for LoadReport {
     }
 }
 
+/// Live counts of a run, for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+}
+
 /// Runs the load described by `config` against a running server and reports what it saw.
 ///
 /// Must be called inside a tokio runtime; the requests run as `config.connections` tasks.
 pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
+    run_with_progress(config, Arc::new(Progress::default())).await
+}
+
+/// Like [`run`], counting into `progress` as it goes.
+pub async fn run_with_progress(config: &LoadConfig, progress: Arc<Progress>) -> anyhow::Result<LoadReport> {
     config.validate()?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
@@ -187,6 +200,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         messages: config.messages,
         rate: config.rate,
         next: AtomicU64::new(0),
+        progress,
     });
     let workers: Vec<_> = (0..config.connections).map(|_| tokio::spawn(send_until_done(Arc::clone(&plan)))).collect();
     let mut total = Tally::default();
@@ -210,6 +224,7 @@ struct Plan {
     rate: Option<f64>,
     /// The number of the next request; each number is taken once.
     next: AtomicU64,
+    progress: Arc<Progress>,
 }
 
 impl Plan {
@@ -248,6 +263,7 @@ async fn send_until_done(plan: Arc<Plan>) -> Tally {
         }
         let body = handle_body(&plan.run_id, n, plan.conversations);
         tally.sent += 1;
+        plan.progress.sent.fetch_add(1, Ordering::Relaxed);
         match plan.client.post(&plan.endpoint).body(body).send().await {
             Ok(response) => {
                 let status = response.status();
@@ -255,12 +271,13 @@ async fn send_until_done(plan: Arc<Plan>) -> Tally {
                     Ok(_) if status.is_success() => {
                         tally.ok += 1;
                         tally.latencies.record(due.elapsed());
+                        plan.progress.ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(_) => tally.error(format!("http {}", status.as_u16())),
-                    Err(error) => tally.error(error_kind(&error, "body")),
+                    Ok(_) => tally.error(format!("http {}", status.as_u16()), &plan.progress),
+                    Err(error) => tally.error(error_kind(&error, "body"), &plan.progress),
                 }
             }
-            Err(error) => tally.error(error_kind(&error, "request")),
+            Err(error) => tally.error(error_kind(&error, "request"), &plan.progress),
         }
     }
     tally
@@ -286,8 +303,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn error(&mut self, kind: String) {
+    fn error(&mut self, kind: String, progress: &Progress) {
         *self.errors.entry(kind).or_default() += 1;
+        progress.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     fn merge(&mut self, other: Tally) {
