@@ -427,3 +427,43 @@ async fn help_is_available_for_the_binary_and_serve() {
     assert!(serve.status.success(), "baton serve --help: {}", serve.status);
     assert!(String::from_utf8_lossy(&serve.stdout).contains("--data-dir"), "serve --help lists --data-dir");
 }
+
+#[tokio::test]
+async fn baton_load_drives_a_server_and_reports_what_it_measured() {
+    // Arrange: a server with its admin key; no chatbot yet (the load command makes one).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ServerProcess::start(dir.path()).await;
+    let key = server.printed_key();
+
+    // Act
+    let output = baton()
+        .args(["load", "--url", &server.address, "--key", &key, "--messages", "200", "--connections", "4"])
+        .args(["--conversations", "20", "--json"])
+        .output()
+        .expect("run baton load");
+
+    // Assert: the JSON summary counts every message as answered, and the server stored them.
+    assert!(output.status.success(), "baton load failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("a JSON summary");
+    assert_eq!(report["sent"], 200, "{report}");
+    assert_eq!(report["ok"], 200, "{report}");
+    assert!(report["throughput"].as_f64().unwrap_or(0.0) > 0.0, "{report}");
+    assert!(report["p99_ms"].as_f64().is_some(), "{report}");
+    // A fresh client: the harness's pooled connection may have idled out during the run.
+    let client = reqwest::Client::new();
+    let bots: Value =
+        body(client.get(server.url("/v1/chatbots")).header("x-api-key", &key).send().await.unwrap()).await;
+    let bot = bots["items"][0]["id"].as_str().expect("the chatbot made for the run").to_string();
+    let listed = client
+        .get(server.url(&format!("/v1/chatbots/{bot}/conversations?limit=200")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    let listed = body(listed).await;
+    let conversations = listed["items"].as_array().expect("items");
+    assert_eq!(conversations.len(), 20, "messages were spread over 20 conversations");
+    let stored: u64 = conversations.iter().map(|c| c["message_count"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(stored, 400, "each of the 200 messages and its rule answer are stored");
+}

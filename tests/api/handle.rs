@@ -748,3 +748,56 @@ async fn another_tenants_chatbot_answers_404() {
     assert_error(response, 404, "not found").await;
     assert!(conversations(&app, &bot).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_conversation_whose_mailbox_is_full_answers_503_with_retry_after() {
+    // Arrange: one request may wait per conversation, and the actor is kept busy by a flow
+    // step calling a slow API (the actor holds its turn while the call runs).
+    let slow = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "ok": true }))
+                .set_delay(std::time::Duration::from_millis(1500)),
+        )
+        .mount(&slow)
+        .await;
+    let app = crate::helpers::spawn_app_with(|s| s.actors.mailbox_capacity = 1).await;
+    let bot = app.create_chatbot(&app.admin_key, "Bot").await;
+    let flow = serde_json::json!({
+        "name": "Slow", "trigger_keywords": ["slow"],
+        "steps": [{ "step_name": "call", "message": "done", "message_type": "api_fetch",
+                    "api_config": { "url": format!("{}/x", slow.uri()), "timeout_ms": 5000 } }]
+    });
+    let created = app.post(&format!("/v1/chatbots/{bot}/flows"), &app.admin_key, &flow).await;
+    assert_eq!(created.status(), 201);
+
+    // Act: the first message occupies the actor; then a burst to the same conversation.
+    let first = {
+        let app_url = app.url(&format!("/v1/chatbots/{bot}/conversations/handle"));
+        let (client, key) = (app.client.clone(), app.admin_key.clone());
+        tokio::spawn(async move {
+            let payload = serde_json::json!({ "channelId": "wa-main", "providerId": "busy", "message": { "type": "text", "text": "slow" } });
+            client.post(app_url).header("X-API-Key", key).json(&payload).send().await.map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let texts: Vec<String> = (0..6).map(|i| format!("again {i}")).collect();
+    let burst = texts.iter().map(|text| app.handle(&app.admin_key, &bot, "busy", text, None));
+    let answers = futures_util::future::join_all(burst).await;
+
+    // Assert: the mailbox bound turns the excess away at once, with Retry-After; nothing hangs.
+    let mut refused = 0;
+    for answer in answers {
+        if answer.status() == 503 {
+            refused += 1;
+            assert!(answer.headers().get("retry-after").is_some(), "503 without Retry-After");
+            let value = crate::helpers::body(answer).await;
+            assert!(value["error"].as_str().is_some_and(|e| e.contains("overloaded")), "{value}");
+        } else {
+            assert_eq!(answer.status(), 200);
+        }
+    }
+    assert!(refused >= 1, "a full mailbox must refuse some of the burst");
+    assert_eq!(first.await.expect("task").expect("request"), 200);
+}
