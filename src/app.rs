@@ -134,7 +134,10 @@ impl Application {
         });
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
-            App::new().app_data(server_state.clone()).wrap(tracing_actix()).configure(crate::routes::configure)
+            App::new()
+                .app_data(server_state.clone())
+                .wrap(actix_web::middleware::from_fn(log_request))
+                .configure(crate::routes::configure)
         })
         .listen(listener)?
         .disable_signals()
@@ -254,7 +257,18 @@ fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) -> tokio::task::JoinH
     })
 }
 
-/// Request logging at debug level.
-fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%r %s %Dms").log_target("baton::http")
+/// Logs each request at debug level (method, path, status, time); free when debug is off.
+async fn log_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.call(req).await;
+    }
+    let started = std::time::Instant::now();
+    let (method, path) = (req.method().clone(), req.path().to_string());
+    let response = next.call(req).await?;
+    let status = response.status().as_u16();
+    tracing::debug!(target: "baton::http", %method, %path, status, micros = started.elapsed().as_micros() as u64, "request");
+    Ok(response)
 }
