@@ -79,12 +79,6 @@ pub struct HandleOutcome {
     pub replies: Vec<Reply>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DedupeRecord {
-    outcome: HandleOutcome,
-    created_ms: u64,
-}
-
 /// Everything one turn of a conversation actor writes, applied atomically.
 #[derive(Debug, Default)]
 pub struct ConversationWrite<'a> {
@@ -127,10 +121,8 @@ struct Trees {
     conv_by_contact: Tree,
     /// conversation ++ seq → Message
     messages: Tree,
-    /// conversation ++ provider message id → DedupeRecord
+    /// conversation ++ provider message id → created ++ the first answer (HandleOutcome)
     dedupe: Tree,
-    /// created ++ conversation ++ provider message id → ()
-    dedupe_expiry: Tree,
     /// chatbot ++ flow → Flow
     flows: Tree,
     /// session → Session
@@ -211,7 +203,6 @@ impl Store {
             conv_by_contact: tree("conv_by_contact")?,
             messages: tree("messages")?,
             dedupe: tree("dedupe")?,
-            dedupe_expiry: tree("dedupe_expiry")?,
             flows: tree("flows")?,
             sessions: tree("sessions")?,
             sessions_by_tenant: tree("sessions_by_tenant")?,
@@ -511,12 +502,10 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let dedupe = match write.dedupe {
             Some((provider_id, outcome)) => {
-                let created_ms = millis(crate::model::now());
-                let record = encode(&DedupeRecord { outcome: outcome.clone(), created_ms })?;
-                let conv = outcome.conversation_id;
-                let key = join(&[conv.as_bytes(), provider_id.as_bytes()]);
-                let expiry = join(&[&u64_be(created_ms), conv.as_bytes(), provider_id.as_bytes()]);
-                Some((key, record, expiry))
+                // The record starts with its time, so the expiry sweep reads 8 bytes, not the answer.
+                let mut record = u64_be(millis(crate::model::now())).to_vec();
+                record.extend_from_slice(&encode(outcome)?);
+                Some((join(&[outcome.conversation_id.as_bytes(), provider_id.as_bytes()]), record))
             }
             None => None,
         };
@@ -548,9 +537,8 @@ impl Store {
         for (key, bytes) in messages {
             put(&t.messages, key, bytes);
         }
-        if let Some((key, record, expiry)) = dedupe {
+        if let Some((key, record)) = dedupe {
             put(&t.dedupe, key, record);
-            put(&t.dedupe_expiry, expiry, Vec::new());
         }
         if let Some(session) = write.session {
             put(&t.sessions, session.id.as_bytes().to_vec(), encode(session)?);
@@ -618,20 +606,27 @@ impl Store {
         provider_message_id: &str,
     ) -> Result<Option<HandleOutcome>, StoreError> {
         let key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
-        let record: Option<DedupeRecord> = self.get(&self.trees().dedupe, "dedupe", &key)?;
-        Ok(record.map(|r| r.outcome))
+        match self.trees().dedupe.get(key)? {
+            Some(record) if record.len() > 8 => Ok(Some(decode("dedupe", &record[8..])?)),
+            Some(_) => Err(StoreError::Corrupt { tree: "dedupe", message: "short record".into() }),
+            None => Ok(None),
+        }
     }
 
     /// Forgets provider message ids recorded before `cutoff`; returns how many.
+    ///
+    /// A background sweep over the whole tree (each record starts with its time), so the hot
+    /// path writes one provider-id record per message and no time index.
     pub fn expire_dedupe(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
         let t = self.trees();
-        let end = u64_be(millis(cutoff));
+        let cutoff = millis(cutoff);
         let mut expired = 0;
-        for key in t.dedupe_expiry.range(..end.as_slice()).keys() {
-            let key = key?;
-            t.dedupe.remove(&key[8..])?;
-            t.dedupe_expiry.remove(&key)?;
-            expired += 1;
+        for entry in t.dedupe.iter() {
+            let (key, value) = entry?;
+            if keys::read_u64_be(&value, 0).is_some_and(|created| created < cutoff) {
+                t.dedupe.remove(key)?;
+                expired += 1;
+            }
         }
         Ok(expired)
     }
@@ -1182,5 +1177,71 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{now, ContactId, Conversation, ConversationStatus};
+
+    fn open(dir: &Path) -> Store {
+        Store::open(&StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: 1 << 20, fsync: false })
+            .expect("store opens")
+    }
+
+    fn conversation() -> Conversation {
+        let at = now();
+        Conversation {
+            id: ConversationId::new_random(),
+            tenant_id: TenantId::new_random(),
+            chatbot_id: ChatbotId::new_random(),
+            channel_id: "c".into(),
+            channel_name: "c".into(),
+            contact_id: ContactId::new_random(),
+            provider_id: "p".into(),
+            status: ConversationStatus::Active,
+            bot_active: true,
+            next_seq: 1,
+            variables: Default::default(),
+            metadata: serde_json::Value::Null,
+            last_message_at: None,
+            last_seen_at: None,
+            session_id: None,
+            active_transfer: None,
+            epoch: 0,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn provider_ids_are_remembered_until_the_sweep_passes_their_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        let outcome = HandleOutcome {
+            conversation_id: c.id,
+            contact_id: c.contact_id,
+            message_id: MessageId::new_random(),
+            bot_active: true,
+            replies: Vec::new(),
+        };
+        let _ = store
+            .write_conversation(&ConversationWrite {
+                conversation: Some(&c),
+                created: true,
+                dedupe: Some(("wamid.1", &outcome)),
+                ..ConversationWrite::default()
+            })
+            .expect("written");
+
+        let kept = store.expire_dedupe(now() - chrono::Duration::days(7)).expect("sweep");
+        assert_eq!(kept, 0, "a record younger than the cutoff stays");
+        assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), Some(outcome));
+
+        let expired = store.expire_dedupe(now() + chrono::Duration::seconds(1)).expect("sweep");
+        assert_eq!(expired, 1);
+        assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), None, "an expired id is forgotten");
     }
 }
