@@ -130,6 +130,9 @@ struct Inner {
     config: AiConfig,
     /// Calls the providers (their addresses come from the server's own configuration).
     providers: reqwest::Client,
+    /// The two chat providers.
+    openai: OpenAiClient,
+    anthropic: AnthropicClient,
     /// Fetches `api` contexts (addresses chosen by tenants: private ones refused unless allowed).
     contexts: reqwest::Client,
     /// Whether `api` contexts may be fetched from private or loopback addresses.
@@ -137,39 +140,114 @@ struct Inner {
     cache: ContextCache,
 }
 
-/// A supported provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Provider {
-    OpenAi,
-    Anthropic,
-}
-
-impl Provider {
-    fn parse(name: &str) -> Result<Self, AiError> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "openai" => Ok(Self::OpenAi),
-            "anthropic" => Ok(Self::Anthropic),
-            _ => Err(AiError::UnknownProvider(name.to_string())),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::OpenAi => "openai",
-            Self::Anthropic => "anthropic",
-        }
-    }
-}
-
 /// What one provider call asks: the model's settings, the system prompt and the chat turns
 /// (ending with the user's message).
 #[derive(Debug)]
-struct ChatRequest<'a> {
-    model: &'a str,
-    temperature: f64,
-    max_tokens: u32,
-    system: &'a str,
-    turns: &'a [ChatTurn],
+pub struct ChatRequest<'a> {
+    pub model: &'a str,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    pub system: &'a str,
+    pub turns: &'a [ChatTurn],
+}
+
+/// A chat model provider: one prompt in, one answer out. baton has two, selected by a
+/// chatbot's `ai_provider`: [`OpenAiClient`] (any OpenAI-compatible server) and
+/// [`AnthropicClient`].
+pub trait ChatProvider: Send + Sync + std::fmt::Debug {
+    /// The `ai_provider` name that selects this provider.
+    fn name(&self) -> &'static str;
+
+    /// Whether it can be asked at all (its key is configured), checked before any work.
+    fn ready(&self) -> Result<(), AiError>;
+
+    /// Asks for one answer over `http`.
+    fn complete<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        request: &'a ChatRequest<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<AiAnswer, AiError>>;
+}
+
+/// An endpoint and its key, as both clients need them.
+#[derive(Clone)]
+struct Endpoint {
+    base_url: String,
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = if self.api_key.is_some() { "set" } else { "unset" };
+        f.debug_struct("Endpoint").field("base_url", &self.base_url).field("api_key", &key).finish()
+    }
+}
+
+impl Endpoint {
+    fn key(&self, provider: &'static str) -> Result<&str, AiError> {
+        match self.api_key.as_deref().map(str::trim) {
+            Some(key) if !key.is_empty() => Ok(key),
+            _ => Err(AiError::MissingKey(provider)),
+        }
+    }
+}
+
+/// OpenAI's chat completions API, or any server that speaks it (a local model server too).
+#[derive(Debug, Clone)]
+pub struct OpenAiClient(Endpoint);
+
+impl OpenAiClient {
+    /// A client for `{base_url}/chat/completions` with `api_key`.
+    pub fn new(base_url: &str, api_key: Option<String>) -> Self {
+        Self(Endpoint { base_url: base_url.to_string(), api_key })
+    }
+}
+
+impl ChatProvider for OpenAiClient {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn ready(&self) -> Result<(), AiError> {
+        self.0.key(self.name()).map(|_| ())
+    }
+
+    fn complete<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        request: &'a ChatRequest<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<AiAnswer, AiError>> {
+        Box::pin(async move { openai::complete(http, &self.0.base_url, self.0.key(self.name())?, request).await })
+    }
+}
+
+/// Anthropic's messages API.
+#[derive(Debug, Clone)]
+pub struct AnthropicClient(Endpoint);
+
+impl AnthropicClient {
+    /// A client for `{base_url}/v1/messages` with `api_key`.
+    pub fn new(base_url: &str, api_key: Option<String>) -> Self {
+        Self(Endpoint { base_url: base_url.to_string(), api_key })
+    }
+}
+
+impl ChatProvider for AnthropicClient {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn ready(&self) -> Result<(), AiError> {
+        self.0.key(self.name()).map(|_| ())
+    }
+
+    fn complete<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        request: &'a ChatRequest<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<AiAnswer, AiError>> {
+        Box::pin(async move { anthropic::complete(http, &self.0.base_url, self.0.key(self.name())?, request).await })
+    }
 }
 
 impl Ai {
@@ -183,8 +261,15 @@ impl Ai {
             .user_agent(concat!("baton-ai/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let contexts = context_client(&config, false)?;
-        let inner =
-            Inner { config, providers, contexts, allow_private_networks: false, cache: ContextCache::default() };
+        let inner = Inner {
+            openai: OpenAiClient::new(&config.openai_base_url, config.openai_api_key.clone()),
+            anthropic: AnthropicClient::new(&config.anthropic_base_url, config.anthropic_api_key.clone()),
+            config,
+            providers,
+            contexts,
+            allow_private_networks: false,
+            cache: ContextCache::default(),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -198,6 +283,8 @@ impl Ai {
             inner: Arc::new(Inner {
                 config: self.inner.config.clone(),
                 providers: self.inner.providers.clone(),
+                openai: self.inner.openai.clone(),
+                anthropic: self.inner.anthropic.clone(),
                 contexts,
                 allow_private_networks: allowed,
                 cache: ContextCache::default(),
@@ -226,8 +313,8 @@ impl Ai {
         history: &[Message],
         user_text: &str,
     ) -> Result<AiAnswer, AiError> {
-        let provider = Provider::parse(&settings.ai_provider)?;
-        let (base_url, api_key) = self.endpoint(provider)?;
+        let provider = self.provider(&settings.ai_provider)?;
+        provider.ready()?;
         let normalized = normalize(user_text);
         let resolved = self.resolve_contexts(contexts, &normalized).await;
         let chosen = prompt::select_contexts(&resolved, &normalized, self.inner.config.context_budget_chars);
@@ -242,11 +329,7 @@ impl Ai {
             turns: &turns,
         };
         tracing::debug!(contexts = chosen.len(), turns = turns.len(), "asking the AI provider");
-        let http = &self.inner.providers;
-        let answer = match provider {
-            Provider::OpenAi => openai::complete(http, base_url, api_key, &request).await,
-            Provider::Anthropic => anthropic::complete(http, base_url, api_key, &request).await,
-        };
+        let answer = provider.complete(&self.inner.providers, &request).await;
         match &answer {
             Ok(a) => tracing::debug!(tokens_used = ?a.tokens_used, "AI answered"),
             Err(e) => tracing::warn!(error = %e, "AI reply failed"),
@@ -255,15 +338,12 @@ impl Ai {
     }
 
     /// The base URL and key of `provider`; `MissingKey` when it has no key.
-    fn endpoint(&self, provider: Provider) -> Result<(&str, &str), AiError> {
-        let config = &self.inner.config;
-        let (base_url, key) = match provider {
-            Provider::OpenAi => (&config.openai_base_url, &config.openai_api_key),
-            Provider::Anthropic => (&config.anthropic_base_url, &config.anthropic_api_key),
-        };
-        match key.as_deref().map(str::trim) {
-            Some(key) if !key.is_empty() => Ok((base_url.as_str(), key)),
-            _ => Err(AiError::MissingKey(provider.name())),
+    /// The provider a chatbot's `ai_provider` names.
+    pub fn provider(&self, name: &str) -> Result<&dyn ChatProvider, AiError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "openai" => Ok(&self.inner.openai),
+            "anthropic" => Ok(&self.inner.anthropic),
+            _ => Err(AiError::UnknownProvider(name.to_string())),
         }
     }
 
@@ -526,6 +606,15 @@ mod tests {
             message(4, Role::Agent, "Anna from support here."),
             message(5, Role::User, user_text),
         ]
+    }
+
+    #[test]
+    fn the_chatbots_ai_provider_picks_one_of_the_two_clients() {
+        let ai = Ai::new(AiConfig::default()).expect("clients build");
+        assert_eq!(ai.provider("openai").map(|p| p.name()).ok(), Some("openai"));
+        assert_eq!(ai.provider(" Anthropic ").map(|p| p.name()).ok(), Some("anthropic"));
+        assert!(matches!(ai.provider("mistral"), Err(AiError::UnknownProvider(_))));
+        assert!(matches!(ai.provider("openai").map(|p| p.ready()), Ok(Err(AiError::MissingKey("openai")))));
     }
 
     #[tokio::test]
