@@ -589,6 +589,7 @@ mod tests {
             messages: None,
             rate: Some(100.0),
             next: AtomicU64::new(0),
+            progress: Arc::new(Progress::default()),
         };
         let later = start + Duration::from_secs(5);
         assert_eq!(plan.due(0, later), Some(start));
