@@ -124,9 +124,46 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// A new random key: `bt_` + 40 url-safe characters.
+/// Random characters in a key.
+const KEY_RANDOM_CHARS: usize = 34;
+/// Base-62 checksum characters at a key's end.
+const KEY_CHECKSUM_CHARS: usize = 6;
+/// `bt_` + 34 random + 6 checksum characters.
+const KEY_LEN: usize = 3 + KEY_RANDOM_CHARS + KEY_CHECKSUM_CHARS;
+
+/// A new random key: `bt_` + 34 random alphanumerics + a 6-character checksum of them, so a
+/// mistyped key is refused before any lookup.
 fn generate_key() -> String {
-    format!("bt_{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 40))
+    let random = Alphanumeric.sample_string(&mut rand::thread_rng(), KEY_RANDOM_CHARS);
+    let checksum = checksum(&random);
+    format!("bt_{random}{checksum}")
+}
+
+/// Whether `key` is shaped like a baton key and its checksum holds.
+pub fn well_formed_key(key: &str) -> bool {
+    key.len() == KEY_LEN
+        && key.is_ascii()
+        && key.starts_with("bt_")
+        && checksum(&key[3..3 + KEY_RANDOM_CHARS]) == key[3 + KEY_RANDOM_CHARS..]
+}
+
+/// CRC-32 (IEEE) of `text`, as 6 base-62 characters.
+fn checksum(text: &str) -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut crc = !0u32;
+    for byte in text.bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    let mut value = u64::from(!crc);
+    let mut out = [b'0'; KEY_CHECKSUM_CHARS];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value % 62) as usize];
+        value /= 62;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Creates a key for `tenant`; returns its public view, the key itself (shown once) and the ticket.
@@ -187,6 +224,9 @@ fn credential(req: &HttpRequest) -> Option<String> {
 pub fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("Invalid API key");
     if token.starts_with("bt_") {
+        if !well_formed_key(token) {
+            return Err(invalid());
+        }
         let hash = hash_key(token);
         let stored = state.store.key_by_hash(&hash)?.ok_or_else(invalid)?;
         if !bool::from(stored.hash.as_slice().ct_eq(hash.as_slice())) {
@@ -225,5 +265,28 @@ impl FromRequest for Principal {
             Some(token) if token.is_empty() => Err(ApiError::unauthorized("Missing authentication")),
             Some(token) => authenticate(state, &token),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_key_is_well_formed_and_a_typo_breaks_its_checksum() {
+        let key = generate_key();
+        assert_eq!(key.len(), 43);
+        assert!(well_formed_key(&key));
+        let mut typo = key.clone().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        assert!(!well_formed_key(&String::from_utf8(typo).unwrap()));
+        assert!(!well_formed_key(&key[..42]));
+        assert!(!well_formed_key("bt_ünïcode_is_not_a_key_at_all_xxxxxxxxxxx"));
+    }
+
+    #[test]
+    fn the_checksum_is_crc32_in_base62() {
+        // CRC-32 of "123456789" is 0xCBF43926 (the standard check value) = "3jZRME" in base 62.
+        assert_eq!(checksum("123456789"), "3jZRME");
     }
 }
