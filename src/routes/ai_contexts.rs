@@ -38,7 +38,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A new context as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateAiContext)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateContext {
     name: String,
@@ -182,6 +183,19 @@ fn validate_url(field: &str, raw: &str, allow_private: bool) -> Result<(), ApiEr
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/ai-contexts",
+    operation_id = "list_ai_contexts",
+    tag = "ai-contexts",
+    summary = "List AI contexts",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "The AI contexts", body = crate::openapi::AiContextList),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn list(
     state: web::Data<AppState>,
     principal: Principal,
@@ -197,6 +211,25 @@ pub(crate) fn list_contexts(state: &AppState, principal: &Principal, bot: &str) 
     Ok(serde_json::json!({ "items": state.store.ai_contexts_of(bot.chatbot.id)? }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/ai-contexts",
+    operation_id = "create_ai_context",
+    tag = "ai-contexts",
+    summary = "Create a AI context",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = CreateContext,
+    responses(
+        (status = 201, description = "The AI context", body = AiContext),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "Blank or too many keywords, content too long, a bad URL or fetch limit",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -247,6 +280,22 @@ fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<
     state.store.ai_context(bot.chatbot.id, id)?.ok_or_else(|| ApiError::not_found("AI context"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/ai-contexts/{id}",
+    operation_id = "get_ai_context",
+    tag = "ai-contexts",
+    summary = "Get a AI context",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Ai context id"),
+    ),
+    responses(
+        (status = 200, description = "The AI context", body = AiContext),
+        (status = 404, description = "No such chatbot or AI context", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -257,6 +306,28 @@ async fn get(
 }
 
 /// Partial update: the fields given replace the context's; the result is validated whole.
+#[utoipa::path(
+    method(put, patch),
+    path = "/v1/chatbots/{bot}/ai-contexts/{id}",
+    operation_id = "update_ai_context",
+    tag = "ai-contexts",
+    summary = "Change a AI context (only the fields given)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Ai context id"),
+    ),
+    request_body = crate::openapi::AiContextPatch,
+    responses(
+        (status = 200, description = "The AI context", body = AiContext),
+        (status = 404, description = "No such chatbot or AI context", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "Blank or too many keywords, content too long, a bad URL or fetch limit",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn update(
     state: web::Data<AppState>,
     principal: Principal,
@@ -283,6 +354,22 @@ pub(crate) async fn update_context(
     Ok(context)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/chatbots/{bot}/ai-contexts/{id}",
+    operation_id = "delete_ai_context",
+    tag = "ai-contexts",
+    summary = "Delete a AI context",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Ai context id"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Deleted),
+        (status = 404, description = "No such chatbot or AI context", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn delete(
     state: web::Data<AppState>,
     principal: Principal,

@@ -15,12 +15,26 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/api-keys/{id}").route(web::delete().to(delete)));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateApiKey)]
 struct CreateKey {
     name: String,
     scopes: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "create_api_key",
+    tag = "api-keys",
+    summary = "Create an API key (shown once)",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "The key, with the key itself", body = crate::openapi::CreatedApiKey),
+        (status = 400, description = "A blank name or an unknown scope", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["admin"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -37,12 +51,36 @@ async fn create(
     Ok(HttpResponse::Created().json(view))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "list_api_keys",
+    tag = "api-keys",
+    summary = "List API keys",
+    responses(
+        (status = 200, description = "The keys (never the keys themselves)", body = crate::openapi::ApiKeyList),
+    ),
+    security(("api_key" = ["admin"])),
+)]
 async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let keys = state.store.keys_of(principal.tenant_id)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": keys })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "delete_api_key",
+    tag = "api-keys",
+    summary = "Revoke an API key",
+    params(("id" = String, Path, description = "API key id")),
+    responses(
+        (status = 200, description = "Revoked", body = crate::openapi::Deleted),
+        (status = 404, description = "No such key", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["admin"])),
+)]
 async fn delete(
     state: web::Data<AppState>,
     principal: Principal,

@@ -1,10 +1,9 @@
 //! `/v1/chatbots/{bot}/channels`: channels are created by the first message on them and
 //! configured here (name, provider, reply and human-takeover webhooks).
 
-use std::net::IpAddr;
-
 use actix_web::{web, HttpResponse};
 use baton_actors::model::{now, Channel, ReplyWebhook, TakeoverWebhook};
+use baton_actors::webhook::is_private;
 use serde_json::{Map, Value};
 
 use crate::app::AppState;
@@ -34,28 +33,6 @@ pub fn channel_view(channel: &Channel) -> Value {
         }
     }
     view
-}
-
-/// Whether `ip` is loopback, private, link-local or otherwise not a public address.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // carrier-grade NAT
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
-    }
 }
 
 /// Checks a webhook URL: http(s), a host, and no private address unless allowed.
@@ -113,6 +90,19 @@ fn validate_headers(field: &str, headers: &std::collections::BTreeMap<String, St
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/channels",
+    operation_id = "list_channels",
+    tag = "channels",
+    summary = "List channels",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "The channels", body = crate::openapi::ChannelList),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn list(
     state: web::Data<AppState>,
     principal: Principal,
@@ -134,6 +124,22 @@ fn find(
     Ok((bot.chatbot.id, state.store.channel(bot.chatbot.id, channel)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/channels/{channel}",
+    operation_id = "get_channel",
+    tag = "channels",
+    summary = "Get a channel",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("channel" = String, Path, description = "The provider's channelId"),
+    ),
+    responses(
+        (status = 200, description = "The channel (secret masked)", body = Channel),
+        (status = 404, description = "No such chatbot or channel", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -147,6 +153,28 @@ async fn get(
 const READ_ONLY: &[&str] = &["id", "chatbot_id", "tenant_id", "created_at", "updated_at"];
 
 /// Creates or replaces the channel's configuration. A secret sent back masked keeps the stored one.
+#[utoipa::path(
+    put,
+    path = "/v1/chatbots/{bot}/channels/{channel}",
+    operation_id = "put_channel",
+    tag = "channels",
+    summary = "Create or replace a channel's configuration",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("channel" = String, Path, description = "The provider's channelId"),
+    ),
+    request_body = crate::openapi::ChannelConfig,
+    responses(
+        (status = 200, description = "The channel (secret masked)", body = Channel),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "A bad or private webhook URL, or a bad header",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn put(
     state: web::Data<AppState>,
     principal: Principal,
@@ -177,6 +205,28 @@ async fn put(
 }
 
 /// Changes only the fields given.
+#[utoipa::path(
+    patch,
+    path = "/v1/chatbots/{bot}/channels/{channel}",
+    operation_id = "patch_channel",
+    tag = "channels",
+    summary = "Change a channel (only the fields given)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("channel" = String, Path, description = "The provider's channelId"),
+    ),
+    request_body = crate::openapi::ChannelConfig,
+    responses(
+        (status = 200, description = "The channel (secret masked)", body = Channel),
+        (status = 404, description = "No such chatbot or channel", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "A bad or private webhook URL, or a bad header",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn patch(
     state: web::Data<AppState>,
     principal: Principal,

@@ -27,12 +27,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateChatbot {
     name: String,
     #[serde(default)]
     description: String,
+    /// Initial settings (only the fields given; the rest default).
     #[serde(default)]
+    #[schema(value_type = Option<Settings>)]
     settings: Option<Map<String, Value>>,
 }
 
@@ -94,6 +96,24 @@ fn settings_view(bot: &Chatbot) -> Value {
     view
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots",
+    operation_id = "create_chatbot",
+    tag = "chatbots",
+    summary = "Create a chatbot",
+    request_body = CreateChatbot,
+    responses(
+        (status = 201, description = "The chatbot", body = Chatbot),
+        (status = 400, description = "A blank name or a malformed setting", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "Settings that cannot be used (buttons, AI, business hours)",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -133,11 +153,33 @@ fn prefix_field(mut e: ApiError, prefix: &str) -> ApiError {
     e
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots",
+    operation_id = "list_chatbots",
+    tag = "chatbots",
+    summary = "List chatbots",
+    responses((status = 200, description = "The chatbots", body = crate::openapi::ChatbotList)),
+    security(("api_key" = ["chatbot:config"]), ("api_key" = ["conversations:read"])),
+)]
 async fn list(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ChatbotConfig).or_else(|_| principal.require(Scope::ConversationsRead))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.chatbots_of(principal.tenant_id)? })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}",
+    operation_id = "get_chatbot",
+    tag = "chatbots",
+    summary = "Get a chatbot",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "The chatbot", body = Chatbot),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"]), ("api_key" = ["conversations:read"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -147,6 +189,25 @@ async fn get(
     Ok(HttpResponse::Ok().json(&state.chatbot(&principal, &bot)?.chatbot))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/chatbots/{bot}",
+    operation_id = "update_chatbot",
+    tag = "chatbots",
+    summary = "Change a chatbot's name or description",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = crate::openapi::ChatbotPatch,
+    responses(
+        (status = 200, description = "The chatbot", body = Chatbot),
+        (
+            status = 400,
+            description = "An unknown or read-only field, or a blank name",
+            body = crate::openapi::ApiErrorBody,
+        ),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn update(
     state: web::Data<AppState>,
     principal: Principal,
@@ -173,6 +234,19 @@ async fn save(state: &AppState, bot: &Chatbot) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/chatbots/{bot}",
+    operation_id = "delete_chatbot",
+    tag = "chatbots",
+    summary = "Delete a chatbot and its conversations",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Deleted),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn delete(
     state: web::Data<AppState>,
     principal: Principal,
@@ -196,6 +270,19 @@ async fn delete(
     Ok(deleted())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/settings",
+    operation_id = "get_settings",
+    tag = "chatbots",
+    summary = "Get a chatbot's settings",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "The settings", body = crate::openapi::SettingsView),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn get_settings(
     state: web::Data<AppState>,
     principal: Principal,
@@ -211,6 +298,26 @@ pub(crate) fn settings_of(state: &AppState, principal: &Principal, bot: &str) ->
 }
 
 /// Partial update: only the fields given change.
+#[utoipa::path(
+    put,
+    path = "/v1/chatbots/{bot}/settings",
+    operation_id = "update_settings",
+    tag = "chatbots",
+    summary = "Change settings (only the fields given)",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = Settings,
+    responses(
+        (status = 200, description = "The settings", body = crate::openapi::SettingsView),
+        (status = 400, description = "An unknown field or a wrong type", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "Settings that cannot be used (buttons, AI, business hours)",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn put_settings(
     state: web::Data<AppState>,
     principal: Principal,

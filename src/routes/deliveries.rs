@@ -47,6 +47,22 @@ pub fn delivery_view(d: &Delivery) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-deliveries",
+    operation_id = "list_webhook_deliveries",
+    tag = "webhook-deliveries",
+    summary = "List webhook deliveries, newest first",
+    params(
+        ("status" = Option<DeliveryStatus>, Query, description = "Only this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The deliveries", body = crate::openapi::DeliveryList),
+        (status = 400, description = "A malformed parameter", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn list(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
     require(&principal)?;
     let status = match query.get("status").filter(|s| !s.is_empty()) {
@@ -78,6 +94,19 @@ fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Delivery, A
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-deliveries/{id}",
+    operation_id = "get_webhook_delivery",
+    tag = "webhook-deliveries",
+    summary = "Get a webhook delivery",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "The delivery", body = crate::openapi::DeliveryView),
+        (status = 404, description = "No such delivery", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -88,6 +117,24 @@ async fn get(
 }
 
 /// Sends a failed (or still pending) delivery again now, with a fresh retry budget.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-deliveries/{id}/retry",
+    operation_id = "retry_webhook_delivery",
+    tag = "webhook-deliveries",
+    summary = "Send a failed or pending delivery again now",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 202, description = "Pending again, with a fresh retry budget", body = crate::openapi::DeliveryView),
+        (status = 404, description = "No such delivery", body = crate::openapi::ApiErrorBody),
+        (
+            status = 409,
+            description = "Already delivered, or cancelled by a human takeover",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn retry(
     state: web::Data<AppState>,
     principal: Principal,

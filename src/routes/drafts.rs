@@ -45,6 +45,29 @@ fn bad_gateway(message: &str) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/conversations/{id}/ai-draft",
+    operation_id = "ai_draft",
+    tag = "conversations",
+    summary = "What the AI model would answer now (nothing sent or stored)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Conversation id"),
+    ),
+    responses(
+        (status = 200, description = "The draft", body = crate::openapi::DraftResponse),
+        (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
+        (status = 409, description = "The conversation has no user message", body = crate::openapi::ApiErrorBody),
+        (status = 502, description = "The AI model failed (code ai_unavailable)", body = crate::openapi::ApiErrorBody),
+        (
+            status = 503,
+            description = "No AI service is configured, or storage is unavailable",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn draft(req: HttpRequest, state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     principal.require(Scope::ConversationsWrite)?;
     let draft = draft_for(&state, &principal, &req).await?;

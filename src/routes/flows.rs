@@ -24,7 +24,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A flow as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowBody {
     pub name: String,
@@ -83,6 +83,19 @@ pub fn new_flow(bot: baton_actors::model::ChatbotId, body: FlowBody) -> Result<F
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/flows",
+    operation_id = "list_flows",
+    tag = "flows",
+    summary = "List flows",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "The flows", body = crate::openapi::FlowList),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn list(
     state: web::Data<AppState>,
     principal: Principal,
@@ -98,6 +111,25 @@ pub(crate) fn list_flows(state: &AppState, principal: &Principal, bot: &str) -> 
     Ok(serde_json::json!({ "items": state.store.flows_of(bot.chatbot.id)? }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/flows",
+    operation_id = "create_flow",
+    tag = "flows",
+    summary = "Create a flow",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = FlowBody,
+    responses(
+        (status = 201, description = "The flow", body = Flow),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "A flow that cannot run; field names the path (steps[1].buttons[0].title)",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -153,6 +185,22 @@ pub fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Res
     state.store.flow(bot.chatbot.id, id)?.ok_or_else(|| ApiError::not_found("flow"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/flows/{id}",
+    operation_id = "get_flow",
+    tag = "flows",
+    summary = "Get a flow",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Flow id"),
+    ),
+    responses(
+        (status = 200, description = "The flow", body = Flow),
+        (status = 404, description = "No such chatbot or flow", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -163,6 +211,28 @@ async fn get(
 }
 
 /// Partial update: the fields given replace the flow's (`steps` as a whole); validated whole.
+#[utoipa::path(
+    method(put, patch),
+    path = "/v1/chatbots/{bot}/flows/{id}",
+    operation_id = "update_flow",
+    tag = "flows",
+    summary = "Change a flow (only the fields given)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Flow id"),
+    ),
+    request_body = crate::openapi::FlowPatch,
+    responses(
+        (status = 200, description = "The flow", body = Flow),
+        (status = 404, description = "No such chatbot or flow", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "A flow that cannot run; field names the path (steps[1].buttons[0].title)",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn update(
     state: web::Data<AppState>,
     principal: Principal,
@@ -177,6 +247,22 @@ async fn update(
     Ok(HttpResponse::Ok().json(flow))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/chatbots/{bot}/flows/{id}",
+    operation_id = "delete_flow",
+    tag = "flows",
+    summary = "Delete a flow",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Flow id"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Deleted),
+        (status = 404, description = "No such chatbot or flow", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn delete(
     state: web::Data<AppState>,
     principal: Principal,

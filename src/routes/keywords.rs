@@ -26,7 +26,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A new rule as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateKeywordRule)]
 pub(crate) struct CreateRule {
     #[serde(default)]
     name: Option<String>,
@@ -76,6 +77,19 @@ fn validate(rule: &mut KeywordRule) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/keywords",
+    operation_id = "list_keyword_rules",
+    tag = "keywords",
+    summary = "List keyword rules",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    responses(
+        (status = 200, description = "The keyword rules", body = crate::openapi::KeywordRuleList),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn list(
     state: web::Data<AppState>,
     principal: Principal,
@@ -93,6 +107,25 @@ pub(crate) fn list_rules(state: &AppState, principal: &Principal, bot: &str) -> 
     Ok(serde_json::json!({ "items": rules }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chatbots/{bot}/keywords",
+    operation_id = "create_keyword_rule",
+    tag = "keywords",
+    summary = "Create a keyword rule",
+    params(("bot" = String, Path, description = "Chatbot id")),
+    request_body = CreateRule,
+    responses(
+        (status = 201, description = "The keyword rule", body = KeywordRule),
+        (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "A regex that does not compile, too many keywords, or buttons over the limits",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -148,6 +181,22 @@ fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<
     state.store.rule(bot.chatbot.id, id)?.ok_or_else(|| ApiError::not_found("keyword rule"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chatbots/{bot}/keywords/{id}",
+    operation_id = "get_keyword_rule",
+    tag = "keywords",
+    summary = "Get a keyword rule",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Keyword rule id"),
+    ),
+    responses(
+        (status = 200, description = "The keyword rule", body = KeywordRule),
+        (status = 404, description = "No such chatbot or keyword rule", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -158,6 +207,28 @@ async fn get(
 }
 
 /// Partial update: the fields given replace the rule's; the result is validated whole.
+#[utoipa::path(
+    method(put, patch),
+    path = "/v1/chatbots/{bot}/keywords/{id}",
+    operation_id = "update_keyword_rule",
+    tag = "keywords",
+    summary = "Change a keyword rule (only the fields given)",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Keyword rule id"),
+    ),
+    request_body = crate::openapi::KeywordRulePatch,
+    responses(
+        (status = 200, description = "The keyword rule", body = KeywordRule),
+        (status = 404, description = "No such chatbot or keyword rule", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "A regex that does not compile, too many keywords, or buttons over the limits",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn update(
     state: web::Data<AppState>,
     principal: Principal,
@@ -184,6 +255,22 @@ pub(crate) async fn update_rule(
     Ok(rule)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/chatbots/{bot}/keywords/{id}",
+    operation_id = "delete_keyword_rule",
+    tag = "keywords",
+    summary = "Delete a keyword rule",
+    params(
+        ("bot" = String, Path, description = "Chatbot id"),
+        ("id" = String, Path, description = "Keyword rule id"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Deleted),
+        (status = 404, description = "No such chatbot or keyword rule", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["chatbot:config"])),
+)]
 async fn delete(
     state: web::Data<AppState>,
     principal: Principal,

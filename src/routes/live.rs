@@ -25,6 +25,21 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/conversations").route(web::get().to(connect)));
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "live_events",
+    tag = "live",
+    summary = "Live events over WebSocket: JSON text frames {type, data, at}",
+    params(
+        ("token" = Option<String>, Query, description = "The API key, for clients that cannot set headers"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"]), ("token" = ["conversations:read"])),
+)]
 async fn connect(
     req: HttpRequest,
     body: web::Payload,

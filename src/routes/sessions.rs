@@ -23,6 +23,23 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/sessions/{id}").route(web::get().to(get)).route(web::patch().to(update)));
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    operation_id = "list_sessions",
+    tag = "sessions",
+    summary = "List flow sessions, newest first",
+    params(
+        ("chatbot_id" = Option<String>, Query, description = "Only this chatbot's"),
+        ("status" = Option<SessionStatus>, Query, description = "Only this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The sessions", body = crate::openapi::SessionList),
+        (status = 400, description = "A malformed parameter", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"])),
+)]
 async fn list(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(list_sessions(&state, &principal, &query)?))
 }
@@ -61,6 +78,19 @@ pub fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Session
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    operation_id = "get_session",
+    tag = "sessions",
+    summary = "Get a session",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = Session),
+        (status = 404, description = "No such session", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["conversations:read"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -75,10 +105,11 @@ pub(crate) fn read_session(state: &AppState, principal: &Principal, id: &str) ->
     find(state, principal, id)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionPatch {
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::SessionAction>)]
     status: Option<String>,
 }
 
@@ -104,6 +135,26 @@ pub async fn set_status(state: &AppState, session: &Session, action: SessionActi
     Ok(changed.session)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/sessions/{id}",
+    operation_id = "update_session",
+    tag = "sessions",
+    summary = "Open, close, pause or resume a session",
+    params(("id" = String, Path, description = "Session id")),
+    request_body = SessionPatch,
+    responses(
+        (status = 200, description = "The session", body = Session),
+        (status = 400, description = "status missing or unknown", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such session", body = crate::openapi::ApiErrorBody),
+        (
+            status = 409,
+            description = "The change does not fit the session's state",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["conversations:write"])),
+)]
 async fn update(
     state: web::Data<AppState>,
     principal: Principal,

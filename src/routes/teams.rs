@@ -22,11 +22,24 @@ fn can_read(principal: &Principal) -> Result<(), ApiError> {
     principal.require(Scope::Transfers).or_else(|_| principal.require(Scope::ChatbotConfig))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateTeam {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/teams",
+    operation_id = "create_team",
+    tag = "teams",
+    summary = "Create a team",
+    request_body = CreateTeam,
+    responses(
+        (status = 201, description = "The team", body = Team),
+        (status = 400, description = "A blank name", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["admin"])),
+)]
 async fn create_team(
     state: web::Data<AppState>,
     principal: Principal,
@@ -48,6 +61,15 @@ async fn create_team(
     Ok(HttpResponse::Created().json(team))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/teams",
+    operation_id = "list_teams",
+    tag = "teams",
+    summary = "List teams",
+    responses((status = 200, description = "The teams", body = crate::openapi::TeamList)),
+    security(("api_key" = ["transfers"]), ("api_key" = ["chatbot:config"])),
+)]
 async fn list_teams(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     can_read(&principal)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.teams_of(principal.tenant_id)? })))
@@ -65,6 +87,19 @@ pub fn find_agent(state: &AppState, principal: &Principal, id: &str) -> Result<A
     state.store.agent(principal.tenant_id, id)?.ok_or_else(|| ApiError::not_found("agent"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/teams/{id}",
+    operation_id = "get_team",
+    tag = "teams",
+    summary = "Get a team",
+    params(("id" = String, Path, description = "Team id")),
+    responses(
+        (status = 200, description = "The team", body = Team),
+        (status = 404, description = "No such team", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"]), ("api_key" = ["chatbot:config"])),
+)]
 async fn get_team(
     state: web::Data<AppState>,
     principal: Principal,
@@ -74,7 +109,7 @@ async fn get_team(
     Ok(HttpResponse::Ok().json(find_team(&state, &principal, &id)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateAgent {
     name: String,
     #[serde(default)]
@@ -83,6 +118,24 @@ struct CreateAgent {
     team_ids: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    operation_id = "create_agent",
+    tag = "teams",
+    summary = "Create an agent",
+    request_body = CreateAgent,
+    responses(
+        (status = 201, description = "The agent", body = Agent),
+        (status = 400, description = "A blank name or a bad e-mail address", body = crate::openapi::ApiErrorBody),
+        (
+            status = 422,
+            description = "An unknown team; field names it (team_ids[0])",
+            body = crate::openapi::ApiErrorBody,
+        ),
+    ),
+    security(("api_key" = ["admin"])),
+)]
 async fn create_agent(
     state: web::Data<AppState>,
     principal: Principal,
@@ -129,11 +182,33 @@ fn looks_like_email(email: &str) -> bool {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    operation_id = "list_agents",
+    tag = "teams",
+    summary = "List agents",
+    responses((status = 200, description = "The agents", body = crate::openapi::AgentList)),
+    security(("api_key" = ["transfers"]), ("api_key" = ["chatbot:config"])),
+)]
 async fn list_agents(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
     can_read(&principal)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.store.agents_of(principal.tenant_id)? })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}",
+    operation_id = "get_agent",
+    tag = "teams",
+    summary = "Get an agent",
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The agent", body = Agent),
+        (status = 404, description = "No such agent", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"]), ("api_key" = ["chatbot:config"])),
+)]
 async fn get_agent(
     state: web::Data<AppState>,
     principal: Principal,

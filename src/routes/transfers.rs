@@ -71,12 +71,29 @@ pub fn list_transfers(state: &AppState, principal: &Principal, query: &Query) ->
     Ok(json!({ "transfers": transfers, "general_queue_count": counts.general, "team_queue_counts": teams }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/transfers",
+    operation_id = "list_transfers",
+    tag = "transfers",
+    summary = "List transfers with queue counts",
+    params(
+        ("status" = Option<TransferStatus>, Query, description = "Only this status"),
+        ("team_id" = Option<String>, Query, description = "A team id, or general for the general queue"),
+    ),
+    responses(
+        (status = 200, description = "The transfers", body = crate::openapi::TransferList),
+        (status = 400, description = "An unknown status", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such team", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"])),
+)]
 async fn list(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(list_transfers(&state, &principal, &query)?))
 }
 
 /// A transfer request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTransfer {
     #[serde(default)]
@@ -135,6 +152,22 @@ pub async fn open_transfer(state: &AppState, principal: &Principal, body: Create
     transfer_view(state, &changed.transfer)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    operation_id = "create_transfer",
+    tag = "transfers",
+    summary = "Hand a conversation to humans (pauses the bot)",
+    request_body = CreateTransfer,
+    responses(
+        (status = 201, description = "The transfer", body = crate::openapi::TransferView),
+        (status = 400, description = "Neither contact_id nor conversation_id", body = crate::openapi::ApiErrorBody),
+        (status = 404, description = "No such conversation or contact", body = crate::openapi::ApiErrorBody),
+        (status = 409, description = "The conversation is already with a human", body = crate::openapi::ApiErrorBody),
+        (status = 422, description = "An unknown team", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"])),
+)]
 async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -164,6 +197,27 @@ pub async fn pick_up(state: &AppState, principal: &Principal, query: &Query) -> 
     transfer_view(state, &transfer)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/transfers/pickup",
+    operation_id = "pick_up_transfer",
+    tag = "transfers",
+    summary = "Take the oldest waiting transfer of a queue",
+    params(
+        ("team_id" = Option<String>, Query, description = "A team id, or general; absent: any queue"),
+        ("agent_id" = Option<String>, Query, description = "The agent taking it"),
+    ),
+    responses(
+        (status = 200, description = "The transfer, now assigned", body = crate::openapi::TransferView),
+        (
+            status = 404,
+            description = "No transfer is waiting in this queue, or no such team",
+            body = crate::openapi::ApiErrorBody,
+        ),
+        (status = 422, description = "An unknown agent", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"])),
+)]
 async fn pickup(state: web::Data<AppState>, principal: Principal, query: Query) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(pick_up(&state, &principal, &query).await?))
 }
@@ -177,6 +231,19 @@ pub fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Transfe
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/transfers/{id}",
+    operation_id = "get_transfer",
+    tag = "transfers",
+    summary = "Get a transfer",
+    params(("id" = String, Path, description = "Transfer id")),
+    responses(
+        (status = 200, description = "The transfer", body = crate::openapi::TransferView),
+        (status = 404, description = "No such transfer", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"])),
+)]
 async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -187,7 +254,8 @@ async fn get(
 }
 
 /// An assignment body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = AssignTransfer)]
 pub struct Assign {
     pub agent_id: String,
 }
@@ -212,6 +280,22 @@ pub async fn assign_transfer(
     transfer_view(state, &transfer)
 }
 
+#[utoipa::path(
+    method(put, post),
+    path = "/v1/transfers/{id}/assign",
+    operation_id = "assign_transfer",
+    tag = "transfers",
+    summary = "Assign a transfer to an agent",
+    params(("id" = String, Path, description = "Transfer id")),
+    request_body = Assign,
+    responses(
+        (status = 200, description = "The transfer", body = crate::openapi::TransferView),
+        (status = 404, description = "No such transfer", body = crate::openapi::ApiErrorBody),
+        (status = 409, description = "The transfer was already resumed", body = crate::openapi::ApiErrorBody),
+        (status = 422, description = "An unknown agent", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"])),
+)]
 async fn assign(
     state: web::Data<AppState>,
     principal: Principal,
@@ -230,6 +314,19 @@ pub async fn resume_transfer(state: &AppState, principal: &Principal, id: &str) 
     transfer_view(state, &changed.transfer)
 }
 
+#[utoipa::path(
+    method(put, post),
+    path = "/v1/transfers/{id}/resume",
+    operation_id = "resume_transfer",
+    tag = "transfers",
+    summary = "Hand the conversation back to the bot (again: no change)",
+    params(("id" = String, Path, description = "Transfer id")),
+    responses(
+        (status = 200, description = "The transfer, resumed", body = crate::openapi::TransferView),
+        (status = 404, description = "No such transfer", body = crate::openapi::ApiErrorBody),
+    ),
+    security(("api_key" = ["transfers"])),
+)]
 async fn resume(
     state: web::Data<AppState>,
     principal: Principal,

@@ -3,6 +3,7 @@
 // Items shared between test modules are `pub` inside this one binary.
 #![allow(unreachable_pub)]
 
+mod ai;
 mod ai_contexts;
 mod auth;
 mod chatbots;
@@ -13,6 +14,7 @@ mod flows;
 mod handle;
 mod helpers;
 mod live;
+mod openapi;
 mod seed_000;
 mod seed_001;
 mod seed_002;
