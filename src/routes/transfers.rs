@@ -194,6 +194,7 @@ pub async fn pick_up(state: &AppState, principal: &Principal, query: &Query) -> 
         error
     })?;
     state.store.durable(ticket).await?;
+    publish_assigned(state, &transfer);
     transfer_view(state, &transfer)
 }
 
@@ -277,7 +278,14 @@ pub async fn assign_transfer(
     let (transfer, ticket) =
         state.store.assign_transfer(transfer.id, agent.id)?.ok_or_else(|| ApiError::not_found("transfer"))?;
     state.store.durable(ticket).await?;
+    publish_assigned(state, &transfer);
     transfer_view(state, &transfer)
+}
+
+/// Tells live subscribers that a transfer was picked up or assigned.
+fn publish_assigned(state: &AppState, transfer: &Transfer) {
+    let data = json!({ "transfer": transfer });
+    state.registry.events().publish(transfer.tenant_id, "transfer.assigned", data, baton_actors::model::now());
 }
 
 #[utoipa::path(

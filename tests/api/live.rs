@@ -373,3 +373,52 @@ async fn a_client_that_never_reads_is_dropped_while_others_keep_up() {
     }
     assert!(slow_texts < rounds * 55, "the slow client missed events ({slow_texts})");
 }
+
+#[tokio::test]
+async fn picking_up_and_assigning_a_transfer_show_up_as_transfer_assigned_events() {
+    // Arrange: a transfer waiting in the general queue, an agent, a socket.
+    let app = spawn_app().await;
+    let bot = app.create_chatbot(&app.admin_key, "Live").await;
+    let (status, _) = call(
+        &app,
+        &app.admin_key,
+        Method::PUT,
+        &format!("/v1/chatbots/{bot}/settings"),
+        &json!({ "transfer_keywords": ["agent"] }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let handled = say(&app, &app.admin_key, &bot, "u-assign", "agent").await;
+    let conversation = id_of(&handled, "conversation_id");
+    let (status, agent) =
+        call(&app, &app.admin_key, Method::POST, "/v1/agents", &json!({ "name": "Ana", "email": "ana@example.com" }))
+            .await;
+    assert_eq!(status, 201);
+    let agent = agent["id"].as_str().expect("agent id").to_string();
+    let mut socket = connect(&app, "/v1/ws", &app.admin_key).await;
+
+    // Act
+    let (status, picked) =
+        call(&app, &app.admin_key, Method::POST, &format!("/v1/transfers/pickup?agent_id={agent}"), &json!({})).await;
+
+    // Assert
+    assert_eq!(status, 200, "{picked}");
+    let events = events_until(&mut socket, |e| e["type"] == "transfer.assigned").await;
+    let assigned = events.last().expect("an event");
+    assert_eq!(assigned["data"]["transfer"]["conversation_id"], conversation);
+    assert_eq!(assigned["data"]["transfer"]["agent_id"], agent);
+
+    // Assigning it again (to the same agent) is announced too.
+    let transfer = picked["id"].as_str().expect("transfer id").to_string();
+    let (status, _) = call(
+        &app,
+        &app.admin_key,
+        Method::PUT,
+        &format!("/v1/transfers/{transfer}/assign"),
+        &json!({ "agent_id": agent }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let again = events_until(&mut socket, |e| e["type"] == "transfer.assigned").await;
+    assert_eq!(again.last().expect("an event")["data"]["transfer"]["id"], transfer);
+}
