@@ -256,8 +256,9 @@ impl WebhookActor {
             Attempt::Gone => {
                 d.status = DeliveryStatus::Failed;
                 d.last_status = Some(410);
-                d.last_error = Some("the endpoint answered 410 Gone; no more retries".into());
+                d.last_error = Some(GONE.into());
                 self.stats.failed.fetch_add(1, Relaxed);
+                self.give_up_on_endpoint(&d)?;
             }
             Attempt::Fail { status, error } => {
                 d.status = DeliveryStatus::Failed;
@@ -284,6 +285,28 @@ impl WebhookActor {
         // Durability of the outcome rides on the next group commit; a crash before it only
         // means one more (idempotent, same webhook-id) attempt.
         let _ = self.store.update_delivery(&d)?;
+        Ok(())
+    }
+}
+
+/// Why deliveries to an endpoint that answered 410 stop.
+const GONE: &str = "the endpoint answered 410 Gone; no more retries to it";
+
+impl WebhookActor {
+    /// After a 410, the tenant's other pending deliveries to that endpoint are not retried
+    /// either: they fail at once, saying why. Deliveries made later are tried afresh.
+    fn give_up_on_endpoint(&self, gone: &Delivery) -> Result<(), StoreError> {
+        let far = now() + chrono::Duration::days(3650);
+        for mut other in self.store.due_deliveries(far, usize::MAX)? {
+            let same = other.tenant_id == gone.tenant_id && other.url == gone.url && other.id != gone.id;
+            if same && other.status == DeliveryStatus::Pending && !self.in_flight.contains(&other.id) {
+                other.status = DeliveryStatus::Failed;
+                other.last_error = Some(GONE.into());
+                other.updated_at = now();
+                let _ = self.store.update_delivery(&other)?;
+                self.stats.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 }

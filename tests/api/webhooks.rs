@@ -1068,3 +1068,32 @@ async fn a_redirect_from_the_receiver_is_not_followed() {
     assert_eq!(requests_to(&server, REPLY).await.len(), 1);
     assert!(requests_to(&server, "/elsewhere").await.is_empty(), "the redirect was not followed");
 }
+
+#[tokio::test]
+async fn a_410_stops_the_other_pending_retries_to_that_endpoint() {
+    // Arrange: the endpoint fails a first reply with 500 (its retry is far off) …
+    let app = spawn_app_with(|s| s.webhooks.retry_schedule_secs = vec![60]).await;
+    let server = MockServer::start().await;
+    Mock::given(path("/hook")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    let bot = app.create_chatbot(&app.admin_key, "Gone").await;
+    configure_channel(&app, &bot, json!({ "reply_webhook": { "url": url_of(&server, "/hook") } })).await;
+    let waiting = say_async(&app, &bot, "u-first", "hello").await;
+    let first = wait_for("a first attempt answered 500", || async {
+        let items = deliveries_of(&app, &waiting, "bot_reply").await;
+        items.into_iter().find(|d| d["attempts"] == 1 && d["status"] == "pending")
+    })
+    .await;
+
+    // Act: … then the endpoint is gone, as a second conversation's reply learns.
+    server.reset().await;
+    Mock::given(path("/hook")).respond_with(ResponseTemplate::new(410)).mount(&server).await;
+    let second = say_async(&app, &bot, "u-second", "hello").await;
+    let gone = wait_settled(&app, &second, "bot_reply", 1).await.remove(0);
+
+    // Assert: the waiting retry is given up too, saying why; it is not sent again.
+    assert_eq!(gone["last_status"], 410);
+    let first = deliveries_of(&app, &waiting, "bot_reply").await.into_iter().find(|d| d["id"] == first["id"]).unwrap();
+    assert_eq!(first["status"], "failed", "{first}");
+    assert!(first["last_error"].as_str().is_some_and(|e| e.contains("410")), "{first}");
+    assert_eq!(first["attempts"], 1);
+}
