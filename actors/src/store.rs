@@ -1041,6 +1041,20 @@ impl Store {
         })
     }
 
+    /// The earliest pending reply-webhook delivery of a conversation (the one the others wait for).
+    pub fn head_in_order(&self, conversation: ConversationId) -> Result<Option<Delivery>, StoreError> {
+        match self.trees().outbox_conv.scan_prefix(conversation.as_bytes()).keys().next() {
+            Some(key) => {
+                let key = key?;
+                match DeliveryId::from_slice(&key[key.len() - 16..]) {
+                    Some(id) => self.delivery(id),
+                    None => Ok(None),
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Stores a delivery's new state and moves its index entries: due while pending, out of
     /// the conversation order once settled.
     pub fn update_delivery(&self, d: &Delivery) -> Result<CommitTicket, StoreError> {

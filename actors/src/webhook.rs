@@ -27,6 +27,8 @@ use crate::store::{Store, StoreError};
 
 /// How often the outbox is looked at even without a wake-up (for retries coming due).
 const POLL_EVERY: Duration = Duration::from_millis(250);
+/// The earliest a delivery held behind its conversation's head is looked at again.
+const HELD_RECHECK: Duration = Duration::from_secs(1);
 /// The largest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -214,7 +216,15 @@ impl WebhookActor {
             }
             match self.store.is_next_in_order(&delivery) {
                 Ok(true) => {}
-                Ok(false) => continue, // an earlier message of this conversation goes first
+                Ok(false) => {
+                    // An earlier message of this conversation goes first: wait until it is
+                    // tried again (it promotes this one when it settles), out of the way of
+                    // other conversations' deliveries.
+                    if let Err(error) = self.hold_behind_head(delivery) {
+                        tracing::error!(%error, "could not reschedule a delivery behind its conversation's head");
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(%error, "could not read the outbox order");
                     continue;
@@ -285,6 +295,30 @@ impl WebhookActor {
         // Durability of the outcome rides on the next group commit; a crash before it only
         // means one more (idempotent, same webhook-id) attempt.
         let _ = self.store.update_delivery(&d)?;
+        if d.status != DeliveryStatus::Pending {
+            self.promote_successor(&d)?;
+        }
+        Ok(())
+    }
+
+    /// Moves a delivery held back by its conversation's order to when the head is tried next.
+    fn hold_behind_head(&self, mut held: Delivery) -> Result<(), StoreError> {
+        let floor = now() + chrono::Duration::from_std(HELD_RECHECK).unwrap_or_default();
+        let head_due = self.store.head_in_order(held.conversation_id)?.map(|h| h.next_attempt_at);
+        held.next_attempt_at = head_due.map_or(floor, |due| due.max(floor));
+        let _ = self.store.update_delivery(&held)?;
+        Ok(())
+    }
+
+    /// Once `settled` is out of its conversation's order, the next one goes now.
+    fn promote_successor(&self, settled: &Delivery) -> Result<(), StoreError> {
+        if let Some(mut next) = self.store.head_in_order(settled.conversation_id)? {
+            let at = now();
+            if next.next_attempt_at > at {
+                next.next_attempt_at = at;
+                let _ = self.store.update_delivery(&next)?;
+            }
+        }
         Ok(())
     }
 }

@@ -1097,3 +1097,40 @@ async fn a_410_stops_the_other_pending_retries_to_that_endpoint() {
     assert!(first["last_error"].as_str().is_some_and(|e| e.contains("410")), "{first}");
     assert_eq!(first["attempts"], 1);
 }
+
+#[tokio::test]
+async fn replies_held_behind_a_failing_reply_do_not_starve_other_conversations() {
+    // Arrange: few calls in flight, and one conversation whose receiver fails (its retry is
+    // far off), so its later replies wait behind the first.
+    let app = spawn_app_with(|s| {
+        s.webhooks.max_in_flight = 2;
+        s.webhooks.retry_schedule_secs = vec![60];
+    })
+    .await;
+    let server = MockServer::start().await;
+    Mock::given(path("/down")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    Mock::given(path("/up")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let stuck_bot = app.create_chatbot(&app.admin_key, "Stuck").await;
+    configure_channel(&app, &stuck_bot, json!({ "reply_webhook": { "url": url_of(&server, "/down") } })).await;
+    let other_bot = app.create_chatbot(&app.admin_key, "Other").await;
+    configure_channel(&app, &other_bot, json!({ "reply_webhook": { "url": url_of(&server, "/up") } })).await;
+    let stuck = say_async(&app, &stuck_bot, "u-stuck", "one").await;
+    for text in ["two", "three", "four"] {
+        say_async(&app, &stuck_bot, "u-stuck", text).await;
+    }
+    wait_for("the stuck conversation's first attempt", || async {
+        let items = deliveries_of(&app, &stuck, "bot_reply").await;
+        items.iter().any(|d| d["attempts"] == 1).then_some(())
+    })
+    .await;
+
+    // Act
+    let other = say_async(&app, &other_bot, "u-other", "hello").await;
+
+    // Assert: the other conversation's reply goes out; the stuck ones keep waiting their turn.
+    let delivered = wait_settled(&app, &other, "bot_reply", 1).await.remove(0);
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    assert_eq!(requests_to(&server, "/down").await.len(), 1, "held replies are not sent before the first");
+    let held = deliveries_of(&app, &stuck, "bot_reply").await;
+    assert!(held.iter().all(|d| d["status"] == "pending"), "{held:?}");
+}
