@@ -53,6 +53,18 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// After a write to chatbot `bot`'s configuration: forget its cached configuration (so the
+    /// next message sees the change), then wait until the write is durable.
+    pub async fn config_written(
+        &self,
+        bot: ChatbotId,
+        ticket: baton_actors::store::CommitTicket,
+    ) -> Result<(), ApiError> {
+        self.configs.invalidate(bot);
+        self.store.durable(ticket).await?;
+        Ok(())
+    }
+
     /// The caller's chatbot `id` (a 404 for a malformed id or another tenant's chatbot).
     pub fn chatbot(&self, principal: &Principal, id: &str) -> Result<Arc<BotConfig>, ApiError> {
         let id: ChatbotId = id.parse().map_err(|_| ApiError::not_found("chatbot"))?;

@@ -111,7 +111,7 @@ impl Metrics {
         let batch = if rounds == 0 { 0.0 } else { commits.tickets.load(Relaxed) as f64 / rounds as f64 };
         gauge(&mut out, "baton_store_commit_batch_size_mean", "Mean writes per group-commit round.", batch);
         let micros = commits.micros.load(Relaxed) as f64;
-        counter_f(&mut out, "baton_store_commit_seconds_total", "Time spent in flush + fsync.", micros / 1e6);
+        counter(&mut out, "baton_store_commit_seconds_total", "Time spent in flush + fsync.", micros / 1e6);
         let latency = if rounds == 0 { 0.0 } else { micros / rounds as f64 / 1e6 };
         gauge(&mut out, "baton_store_commit_latency_seconds_mean", "Mean time of one group-commit round.", latency);
         let webhooks = &state.webhook_stats;
@@ -151,11 +151,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-}
-
-fn counter_f(out: &mut String, name: &str, help: &str, value: f64) {
+fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
 }
 

@@ -269,9 +269,7 @@ pub(crate) async fn create_context(
 
 async fn save(state: &AppState, context: &AiContext) -> Result<(), ApiError> {
     let ticket = state.store.put_ai_context(context)?;
-    state.configs.invalidate(context.chatbot_id);
-    state.store.durable(ticket).await?;
-    Ok(())
+    state.config_written(context.chatbot_id, ticket).await
 }
 
 fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<AiContext, ApiError> {
@@ -392,7 +390,5 @@ pub(crate) async fn delete_context(
         .store
         .delete_ai_context(context.chatbot_id, context.id)?
         .ok_or_else(|| ApiError::not_found("AI context"))?;
-    state.configs.invalidate(context.chatbot_id);
-    state.store.durable(ticket).await?;
-    Ok(())
+    state.config_written(context.chatbot_id, ticket).await
 }

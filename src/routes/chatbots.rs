@@ -229,9 +229,7 @@ async fn update(
 /// Stores a chatbot and forgets its cached configuration.
 async fn save(state: &AppState, bot: &Chatbot) -> Result<(), ApiError> {
     let ticket = state.store.put_chatbot(bot)?;
-    state.configs.invalidate(bot.id);
-    state.store.durable(ticket).await?;
-    Ok(())
+    state.config_written(bot.id, ticket).await
 }
 
 #[utoipa::path(
@@ -265,8 +263,7 @@ async fn delete(
         }
     }
     ticket = ticket.max(state.store.delete_chatbot(&current.chatbot)?);
-    state.configs.invalidate(current.chatbot.id);
-    state.store.durable(ticket).await?;
+    state.config_written(current.chatbot.id, ticket).await?;
     Ok(deleted())
 }
 

@@ -170,9 +170,7 @@ pub(crate) async fn create_rule(
 
 async fn save(state: &AppState, rule: &KeywordRule) -> Result<(), ApiError> {
     let ticket = state.store.put_rule(rule)?;
-    state.configs.invalidate(rule.chatbot_id);
-    state.store.durable(ticket).await?;
-    Ok(())
+    state.config_written(rule.chatbot_id, ticket).await
 }
 
 fn find(state: &AppState, principal: &Principal, bot: &str, id: &str) -> Result<KeywordRule, ApiError> {
@@ -286,7 +284,5 @@ pub(crate) async fn delete_rule(state: &AppState, principal: &Principal, bot: &s
     let rule = find(state, principal, bot, id)?;
     let ticket =
         state.store.delete_rule(rule.chatbot_id, rule.id)?.ok_or_else(|| ApiError::not_found("keyword rule"))?;
-    state.configs.invalidate(rule.chatbot_id);
-    state.store.durable(ticket).await?;
-    Ok(())
+    state.config_written(rule.chatbot_id, ticket).await
 }
