@@ -44,6 +44,8 @@ pub struct AppState {
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
     pub webhook_stats: Arc<WebhookStats>,
+    /// Rate limits per API key and per conversation.
+    pub limits: crate::ratelimit::Limits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -85,6 +87,8 @@ pub struct Application {
     webhook_arbiter: actix::Arbiter,
     /// The task forgetting old provider message ids.
     sweeper: tokio::task::JoinHandle<()>,
+    /// The task deleting messages past `storage.message_retention_days`, when set.
+    retention_sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -114,6 +118,7 @@ impl Application {
             events: EventBus::default(),
             outbox: Arc::clone(&outbox),
             ai: Some(ai),
+            panic_on_text: settings.testing.panic_on_text.clone(),
         };
         let registry = Registry::start(
             store.clone(),
@@ -143,23 +148,29 @@ impl Application {
             webhooks,
             webhook_stats,
             metrics: crate::metrics::Metrics::default(),
+            limits: crate::ratelimit::Limits::new(&settings.limits),
         });
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
                 .wrap(actix_web::middleware::from_fn(log_request))
+                // Last, so outermost: request ids and panic containment cover every other middleware.
+                .wrap(actix_web::middleware::from_fn(crate::middleware::request_id_and_panics))
                 .configure(crate::routes::configure)
         })
         .listen(listener)?
         .disable_signals()
         .client_request_timeout(Duration::from_millis(settings.server.client_request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_millis(settings.server.client_disconnect_timeout_ms))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
         let sweeper = spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
-        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter, sweeper })
+        let retention_sweeper = spawn_retention_sweeper(state.store.clone(), &settings.storage);
+        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter, sweeper, retention_sweeper })
     }
 
     /// The port the server listens on.
@@ -203,6 +214,9 @@ impl Application {
         self.webhook_arbiter.stop();
         let _ = self.webhook_arbiter.join();
         self.sweeper.abort();
+        if let Some(retention_sweeper) = self.retention_sweeper {
+            retention_sweeper.abort();
+        }
         // The data directory stays locked while any handle to the store lives; HTTP worker
         // threads drop their share of the state a moment after the server stopped. Wait for
         // them (bounded), so a caller can reopen the directory as soon as this returns.
@@ -220,15 +234,47 @@ impl Application {
     }
 }
 
-/// Opens the store, with one clear line when the data directory cannot be used.
+/// Opens the store. When the data directory cannot be used, the error is one line saying
+/// what is wrong and where: locked by another process, corrupted, or not writable.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let dir = &settings.storage.data_dir;
-    Store::open(&StoreConfig {
+    let store = Store::open(&StoreConfig {
         data_dir: dir.clone(),
         cache_capacity_bytes: settings.storage.cache_capacity_bytes,
         fsync: settings.storage.fsync,
     })
-    .with_context(|| format!("could not open the data directory {} (is another baton using it?)", dir.display()))
+    .map_err(|error| anyhow::anyhow!(unusable_data_dir(dir, &error)))?;
+    // sled recovers a log it cannot read as an empty store; a directory that was set up
+    // before (it has admin.key) but holds no key at all has lost its data.
+    let admin_key = dir.join("admin.key");
+    if admin_key.exists() && !store.has_any_key().map_err(|error| anyhow::anyhow!(unusable_data_dir(dir, &error)))? {
+        anyhow::bail!(
+            "the data directory {} is corrupted: it holds no API key although {} shows it was set up before \
+             (restore it from a backup, or remove the directory to start afresh)",
+            dir.display(),
+            admin_key.display()
+        );
+    }
+    Ok(store)
+}
+
+/// One line explaining why the store in `dir` could not be opened.
+fn unusable_data_dir(dir: &Path, error: &baton_actors::store::StoreError) -> String {
+    use baton_actors::store::StoreError;
+    let dir = dir.display();
+    let detail = error.to_string().replace('\n', " ");
+    // sled appends an (empty) backtrace to some errors; it is noise on the one line.
+    let detail = detail.split(" backtrace").next().unwrap_or_default().trim().to_string();
+    let lowercase = detail.to_lowercase();
+    if lowercase.contains("could not acquire lock") {
+        format!("the data directory {dir} is locked by another process (is another baton running on it?)")
+    } else if ["corrupt", "unsupported", "crc"].iter().any(|word| lowercase.contains(word)) {
+        format!("the data directory {dir} is corrupted or not a baton data directory ({detail})")
+    } else if matches!(error, StoreError::Io(_)) || detail.contains("IO error") {
+        format!("the data directory {dir} cannot be created or written ({detail})")
+    } else {
+        format!("the data directory {dir} cannot be opened ({detail})")
+    }
 }
 
 /// On a first start (no key at all) creates tenant `default` with an admin key and writes
@@ -267,6 +313,30 @@ fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) -> tokio::task::JoinH
             }
         }
     })
+}
+
+/// Deletes messages older than the retention period every `retention_sweep_secs`; no task
+/// when messages are kept forever.
+fn spawn_retention_sweeper(
+    store: Store,
+    settings: &crate::config::StorageSettings,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let keep = settings.message_retention()?;
+    let period = settings.retention_sweep_every();
+    Some(actix_rt::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let store = store.clone();
+            let cutoff = chrono::Utc::now() - keep;
+            match tokio::task::spawn_blocking(move || store.expire_messages(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "deleted messages past their retention"),
+                Ok(Err(error)) => tracing::warn!(%error, "message retention sweep failed"),
+                _ => {}
+            }
+        }
+    }))
 }
 
 /// Logs each request at debug level (method, path, status, time); free when debug is off.

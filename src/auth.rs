@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ratelimit::Caller;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +191,7 @@ pub fn issue_key(
 /// JWT claims baton accepts.
 #[derive(Debug, Deserialize)]
 struct Claims {
-    #[allow(dead_code)]
+    /// Who the token speaks for; each subject has its own per-key rate limit.
     sub: String,
     /// Tenant id or name.
     tenant: String,
@@ -220,8 +221,16 @@ fn credential(req: &HttpRequest) -> Option<String> {
     None
 }
 
-/// Authenticates `token` (an API key or a JWT).
+/// Authenticates `token` (an API key or a JWT) and counts the request against the caller's
+/// rate limit (429 beyond it).
 pub fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let (principal, caller) = identify(state, token)?;
+    state.limits.check_caller(caller)?;
+    Ok(principal)
+}
+
+/// The principal `token` stands for, and whom the per-key rate limit counts.
+fn identify(state: &AppState, token: &str) -> Result<(Principal, Caller), ApiError> {
     let invalid = || ApiError::unauthorized("Invalid API key");
     if token.starts_with("bt_") {
         if !well_formed_key(token) {
@@ -233,7 +242,8 @@ pub fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError
             return Err(invalid());
         }
         let scopes = stored.key.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-        return Ok(Principal { tenant_id: stored.key.tenant_id, key_id: Some(stored.key.id), scopes });
+        let principal = Principal { tenant_id: stored.key.tenant_id, key_id: Some(stored.key.id), scopes };
+        return Ok((principal, Caller::Key(stored.key.id)));
     }
     if token.matches('.').count() == 2 {
         let Some(key) = &state.jwt else { return Err(ApiError::unauthorized("JWT authentication is not enabled")) };
@@ -247,7 +257,8 @@ pub fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError
         }
         .ok_or_else(|| ApiError::unauthorized("Invalid token: unknown tenant"))?;
         let scopes = claims.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-        return Ok(Principal { tenant_id: tenant.id, key_id: None, scopes });
+        let caller = Caller::Token { tenant: tenant.id, subject: claims.sub };
+        return Ok((Principal { tenant_id: tenant.id, key_id: None, scopes }, caller));
     }
     Err(invalid())
 }

@@ -22,6 +22,19 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub log: LogSettings,
     pub ai: AiSettings,
+    pub limits: LimitSettings,
+    /// Fault injection for baton's own tests; absent from `config/default.toml`, off unless set.
+    #[serde(default)]
+    pub testing: TestingSettings,
+}
+
+/// Fault injection for baton's own tests. Not a feature: nothing here is documented for users,
+/// and everything is off by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TestingSettings {
+    /// A conversation turn that would store a message with exactly this text panics.
+    #[serde(default)]
+    pub panic_on_text: Option<String>,
 }
 
 /// The HTTP server.
@@ -31,8 +44,35 @@ pub struct ServerSettings {
     pub workers: usize,
     pub handle_body_limit_bytes: usize,
     pub body_limit_bytes: usize,
+    /// Time a client has to send its request head.
     pub client_request_timeout_ms: u64,
+    /// Time a client has to send a whole request body once its head arrived.
+    pub body_read_timeout_ms: u64,
+    /// Idle time after which a keep-alive connection is closed; 0 turns keep-alive off.
+    pub keep_alive_secs: u64,
+    /// Time a client has to acknowledge the end of a connection before it is dropped.
+    pub client_disconnect_timeout_ms: u64,
     pub shutdown_timeout_secs: u64,
+}
+
+impl ServerSettings {
+    /// `body_read_timeout_ms` as a duration (at least 1 ms).
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms.max(1))
+    }
+}
+
+/// Rate limits (a rate of 0 turns that limit off).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    /// Requests per second one API key (or one JWT subject) may make, sustained.
+    pub per_key_per_second: u32,
+    /// Requests one key may make at once on top of its sustained rate.
+    pub per_key_burst: u32,
+    /// Requests per second addressing one conversation, sustained.
+    pub per_conversation_per_second: u32,
+    /// Requests addressing one conversation that may arrive at once.
+    pub per_conversation_burst: u32,
 }
 
 /// The sled store.
@@ -42,6 +82,24 @@ pub struct StorageSettings {
     pub cache_capacity_bytes: u64,
     pub fsync: bool,
     pub dedupe_retention_secs: u64,
+    /// Messages older than this many days are deleted by the retention sweep (fractions
+    /// allowed); 0 keeps them forever.
+    pub message_retention_days: f64,
+    /// How often the retention sweep runs.
+    pub retention_sweep_secs: u64,
+}
+
+impl StorageSettings {
+    /// How long messages are kept; `None` when forever (`message_retention_days` is 0).
+    pub fn message_retention(&self) -> Option<chrono::Duration> {
+        let days = self.message_retention_days;
+        (days.is_finite() && days > 0.0).then(|| chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
+    }
+
+    /// `retention_sweep_secs` as a duration (at least a second).
+    pub fn retention_sweep_every(&self) -> Duration {
+        Duration::from_secs(self.retention_sweep_secs.max(1))
+    }
 }
 
 /// Conversation actors.

@@ -1,12 +1,18 @@
 //! The one error type of the HTTP layer: a status, a stable snake_case code and a message,
-//! answered as `{"error": "...", "code": "...", "field"?: "..."}`. Internal causes are logged
-//! with their chain and never shown to clients.
+//! answered as `{"error": "...", "code": "...", "field"?: "..."}` (5xx bodies also get the
+//! `request_id`, see [`crate::middleware`]). Internal causes are logged with their chain and
+//! the request id, and never shown to clients.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use baton_actors::conversation::ConversationError;
 use baton_actors::store::StoreError;
 use serde_json::json;
+
+use crate::middleware::current_request_id;
+
+/// `Retry-After` when the store fails: a disk rarely recovers within a second.
+const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]
@@ -91,9 +97,18 @@ impl ApiError {
         Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
     }
 
+    /// 503 because the store failed (an I/O error): nothing of the request was kept, and the
+    /// same request may be sent again.
+    pub fn storage_unavailable() -> Self {
+        Self {
+            retry_after: Some(STORAGE_RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable, try again")
+        }
+    }
+
     /// 500 for a failure the client cannot fix; `cause` is logged, not shown.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+        tracing::error!(request_id = current_request_id().as_deref(), error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 }
@@ -120,9 +135,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Encode(_) | StoreError::Corrupt { .. } => ApiError::internal(&error),
-            _ => {
-                tracing::error!(%error, "store unavailable");
-                ApiError::unavailable("storage is unavailable, try again", 1)
+            StoreError::Sled(_) | StoreError::Io(_) | StoreError::Closed => {
+                tracing::error!(request_id = current_request_id().as_deref(), %error, "store unavailable");
+                ApiError::storage_unavailable()
             }
         }
     }
@@ -138,6 +153,9 @@ impl From<ConversationError> for ApiError {
             ConversationError::Overloaded => ApiError::unavailable("this conversation is overloaded, retry shortly", 1),
             ConversationError::Unavailable | ConversationError::Passivated => {
                 ApiError::unavailable("conversation is unavailable, retry shortly", 1)
+            }
+            ConversationError::Panicked(panic) => {
+                ApiError::internal(&format!("a conversation turn panicked ({panic}); it was restarted from the store"))
             }
         }
     }

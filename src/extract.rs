@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -36,6 +37,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             (_, Some(server)) => server.body_limit_bytes,
             (_, None) => 1 << 20,
         };
+        let read_timeout = server.map_or(DEFAULT_BODY_READ_TIMEOUT, |server| server.body_read_timeout());
         let content_type = req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").to_string());
         let declared_length = req
             .headers()
@@ -53,16 +55,37 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if declared_length.is_some_and(|n| n > limit) {
                 return Err(ApiError::too_large(limit));
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::malformed(format!("could not read the request body: {e}")))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::too_large(limit));
+            let read = async {
+                let mut body = web::BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk =
+                        chunk.map_err(|e| ApiError::malformed(format!("could not read the request body: {e}")))?;
+                    if body.len() + chunk.len() > limit {
+                        return Err(ApiError::too_large(limit));
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
+                Ok(body)
+            };
+            // A client that stalls or trickles its body would otherwise hold the request open
+            // for as long as it likes.
+            let body = tokio::time::timeout(read_timeout, read).await.map_err(|_| body_timeout(read_timeout))??;
             parse_json(&body).map(Json)
         })
+    }
+}
+
+/// The body read deadline when the application state is missing (unit tests).
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// 408: the body did not arrive within `deadline`; the connection is closed after it.
+fn body_timeout(deadline: Duration) -> ApiError {
+    ApiError {
+        status: actix_web::http::StatusCode::REQUEST_TIMEOUT,
+        code: "request_timeout",
+        message: format!("the request body did not arrive within {} ms", deadline.as_millis()),
+        field: None,
+        retry_after: None,
     }
 }
 

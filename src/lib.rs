@@ -10,7 +10,9 @@ pub mod error;
 pub mod extract;
 pub mod load;
 pub mod metrics;
+pub mod middleware;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod telemetry;
 

@@ -7,8 +7,8 @@
 //! Conventions applied once here rather than on every handler ([`Conventions`]):
 //! - a handler declares the scopes it needs as `security(("api_key" = ["scope"]))`; the same
 //!   requirement is offered for the `bearer` and `chatcaptain_key` schemes;
-//! - every authenticated operation can answer 401, 403 and 503; one with a JSON body 400, 413
-//!   and 415; one with query parameters 400;
+//! - every authenticated operation can answer 401, 403, 429 and 503; one with a JSON body 400,
+//!   408, 413 and 415; one with query parameters 400;
 //! - the per-conversation routes under `/v1/chatbots/{bot}/conversations/{id}` are also served
 //!   under `/v1/conversations/{id}`, and `/v1/ws` under `/ws/conversations` (seed `003`).
 
@@ -99,6 +99,9 @@ const ALIASES: &[(&str, &str, &str)] = &[
         crate::routes::conversations::bot_control,
         crate::routes::conversations::set_status,
         crate::routes::conversations::autoreply,
+        crate::routes::contacts::export,
+        crate::routes::contacts::get,
+        crate::routes::contacts::delete,
         crate::routes::drafts::draft,
         crate::routes::sessions::list,
         crate::routes::sessions::get,
@@ -131,6 +134,7 @@ const ALIASES: &[(&str, &str, &str)] = &[
         (name = "channels", description = "Provider channels and their webhooks"),
         (name = "ingestion", description = "What channel providers post: messages, events, payloads"),
         (name = "conversations", description = "Conversations, their messages, and human takeover"),
+        (name = "contacts", description = "The people behind provider ids, and erasing everything of theirs"),
         (name = "sessions", description = "Flow sessions of conversations"),
         (name = "teams", description = "Teams and agents who pick up transfers"),
         (name = "transfers", description = "Hand-overs of conversations to humans"),
@@ -243,6 +247,18 @@ impl Modify for Conventions {
             components.responses.insert(name.into(), RefOr::T(error_response(description).build()));
         }
         components.responses.insert(
+            "RequestTimeout".into(),
+            RefOr::T(error_response("The body did not arrive within `server.body_read_timeout_ms`").build()),
+        );
+        components.responses.insert(
+            "TooManyRequests".into(),
+            RefOr::T(
+                error_response("Over the rate limit of the key or of the conversation; retry after `Retry-After`")
+                    .header("Retry-After", Header::new(<u64 as PartialSchema>::schema()))
+                    .build(),
+            ),
+        );
+        components.responses.insert(
             "Unavailable".into(),
             RefOr::T(
                 error_response("Storage or the conversation is unavailable or overloaded; retry after `Retry-After`")
@@ -328,9 +344,15 @@ fn authenticated(operation: &mut Operation) {
     }
     operation.security = Some(security);
     let responses = &mut operation.responses.responses;
-    let mut common = vec![("401", "Unauthorized"), ("403", "Forbidden"), ("503", "Unavailable")];
+    let mut common =
+        vec![("401", "Unauthorized"), ("403", "Forbidden"), ("429", "TooManyRequests"), ("503", "Unavailable")];
     if operation.request_body.is_some() {
-        common.extend([("400", "BadRequest"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType")]);
+        common.extend([
+            ("400", "BadRequest"),
+            ("408", "RequestTimeout"),
+            ("413", "PayloadTooLarge"),
+            ("415", "UnsupportedMediaType"),
+        ]);
     }
     let has_query = operation
         .parameters
@@ -357,6 +379,10 @@ pub struct ApiErrorBody {
     pub code: String,
     #[schema(nullable = false)]
     pub field: Option<String>,
+    /// On 5xx answers: the request id (also in the `X-Request-Id` header) to quote when
+    /// reporting the failure; the server's log carries the cause under it.
+    #[schema(nullable = false)]
+    pub request_id: Option<String>,
 }
 
 /// `{"deleted": true}`.
@@ -610,6 +636,39 @@ pub struct AutoreplyView {
     #[serde(flatten)]
     pub conversation: ConversationView,
     pub ai_autoreply_enabled: bool,
+}
+
+/// A contact: the person behind a provider id on a chatbot.
+#[derive(Debug, ToSchema)]
+pub struct ContactView {
+    pub id: ContactId,
+    pub chatbot_id: ChatbotId,
+    /// The provider's id of the person (`providerId`).
+    pub provider_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub phones: Vec<String>,
+    pub emails: Vec<String>,
+    /// The contact's conversations (one per channel it wrote on).
+    pub conversation_ids: Vec<ConversationId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A conversation exported as one document.
+#[derive(Debug, ToSchema)]
+pub struct ConversationExport {
+    pub conversation: ConversationView,
+    /// Null when the contact record is gone.
+    #[schema(required = true)]
+    pub contact: Option<ContactView>,
+    /// Every stored message, in `seq` order (older ones may have passed their retention).
+    pub messages: Vec<Message>,
+    /// Every flow session the conversation had, oldest first, closed ones included.
+    pub sessions: Vec<Session>,
+    /// Every transfer the conversation had, oldest first.
+    pub transfers: Vec<TransferView>,
+    pub exported_at: DateTime<Utc>,
 }
 
 /// A page of a conversation's messages, in `seq` order.

@@ -5,6 +5,7 @@ pub mod ai_contexts;
 pub mod api_keys;
 pub mod channels;
 pub mod chatbots;
+pub mod contacts;
 pub mod conversations;
 pub mod deliveries;
 pub mod drafts;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     channels::configure(cfg);
     flows::configure(cfg);
     conversations::configure(cfg);
+    contacts::configure(cfg);
     sessions::configure(cfg);
     teams::configure(cfg);
     transfers::configure(cfg);
@@ -54,8 +56,51 @@ async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(error)
 }
 
+/// Methods of the seed routes, which the OpenAPI document does not list.
+const COMPAT_METHODS: [(&str, &str); 21] = [
+    ("/functions/v1/bot-control", "POST"),
+    ("/functions/v1/rest-api-proxy/conversations", "GET"),
+    ("/api/v1/conversations", "GET"),
+    ("/api/v1/conversations/{id}", "GET"),
+    ("/api/v1/conversations/{id}/messages", "GET"),
+    ("/api/v1/conversations/{id}/status", "PUT"),
+    ("/api/v1/conversations/{id}/ai-draft", "POST"),
+    ("/api/v1/conversations/{id}/autoreply", "POST"),
+    ("/api/chatbot/settings", "GET, PUT"),
+    ("/api/chatbot/keywords", "GET, POST"),
+    ("/api/chatbot/keywords/{id}", "PUT, PATCH, DELETE"),
+    ("/api/chatbot/ai-contexts", "GET, POST"),
+    ("/api/chatbot/ai-contexts/{id}", "PUT, PATCH, DELETE"),
+    ("/api/chatbot/flows", "GET, POST"),
+    ("/api/chatbot/transfers", "GET, POST"),
+    ("/api/chatbot/transfers/pickup", "POST"),
+    ("/api/chatbot/transfers/{id}/assign", "PUT"),
+    ("/api/chatbot/transfers/{id}/resume", "PUT"),
+    ("/api/chatbot/sessions", "GET"),
+    ("/api/chatbot/sessions/{id}", "GET"),
+    ("/api/v2/instance/{instance}/typebot-integration/session/{session}", "PATCH"),
+];
+
+/// The `Allow` header of a 405 on the resource `pattern`: its methods from the OpenAPI
+/// document, or from the seed routes' list.
+fn allowed_methods(pattern: &str) -> Option<String> {
+    if let Some(item) = crate::openapi::document()["paths"].get(pattern).and_then(serde_json::Value::as_object) {
+        let methods: Vec<String> = ["get", "put", "post", "patch", "delete"]
+            .into_iter()
+            .filter(|m| item.contains_key(*m))
+            .map(str::to_uppercase)
+            .collect();
+        return Some(methods.join(", "));
+    }
+    COMPAT_METHODS.iter().find(|(path, _)| *path == pattern).map(|(_, methods)| methods.to_string())
+}
+
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(serde_json::json!({
+    let mut response = HttpResponse::MethodNotAllowed();
+    if let Some(allow) = req.match_pattern().and_then(|pattern| allowed_methods(&pattern)) {
+        response.insert_header((actix_web::http::header::ALLOW, allow));
+    }
+    response.json(serde_json::json!({
         "error": format!("{} is not allowed on {}", req.method(), req.path()),
         "code": "method_not_allowed",
     }))

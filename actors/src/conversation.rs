@@ -9,8 +9,16 @@
 //!
 //! Turns that run a flow's `api_fetch` step await the HTTP call as an atomic actor future:
 //! the thread is never blocked, and no other message of this conversation interleaves.
+//!
+//! A turn that panics or meets a store error fails only its own request: nothing of it was
+//! written (the write is its last step), and the actor stops so that the conversation's next
+//! message is handled by a fresh actor rebuilt from the store. Other conversations, on this
+//! arbiter thread or any other, never notice.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::fut::{self, ActorFutureExt, WrapFuture};
@@ -54,6 +62,10 @@ pub enum ConversationError {
     /// The actor had stopped; the registry retries on a fresh one. Never reaches callers.
     #[error("conversation actor passivated")]
     Passivated,
+    /// The turn panicked (the panic's message, for the log): nothing of it was stored, and the
+    /// conversation restarts from the store on its next message.
+    #[error("the conversation failed while handling this request")]
+    Panicked(String),
 }
 
 /// Contact details a provider sends with a message.
@@ -308,6 +320,9 @@ pub struct ConversationActor {
     ai_token: u64,
     /// Sync requests waiting for the pending AI answer.
     ai_waiters: Vec<tokio::sync::oneshot::Sender<Option<AiReplied>>>,
+    /// Why the snapshot could not be read: every message fails (503) and the actor stops, so
+    /// a store that failed a read is never mistaken for a conversation that does not exist.
+    load_error: Option<String>,
 }
 
 /// Everything one turn changes, written at its end in one transaction.
@@ -627,11 +642,11 @@ impl ConversationActor {
         idle_after: Duration,
         mailbox_capacity: usize,
     ) -> Self {
-        let (conversation, session) = match load_snapshot(&store, id) {
-            Ok(snapshot) => snapshot,
+        let (conversation, session, load_error) = match load_snapshot(&store, id) {
+            Ok((conversation, session)) => (conversation, session, None),
             Err(error) => {
                 tracing::error!(%error, conversation_id = %id, "could not load conversation snapshot");
-                (None, None)
+                (None, None, Some(error.to_string()))
             }
         };
         Self {
@@ -648,6 +663,7 @@ impl ConversationActor {
             passivated: false,
             ai_token: 0,
             ai_waiters: Vec::new(),
+            load_error,
         }
     }
 
@@ -657,13 +673,81 @@ impl ConversationActor {
         ctx.stop();
     }
 
-    /// Common start of every message: bounce if passivated, note activity.
+    /// Common start of every message: bounce if passivated, fail if the snapshot could not be
+    /// read, note activity.
     fn begin(&mut self) -> Result<(), ConversationError> {
         if self.passivated {
             return Err(ConversationError::Passivated);
         }
+        if let Some(error) = &self.load_error {
+            let error = std::io::Error::other(format!("could not load the conversation: {error}"));
+            return Err(ConversationError::Store(StoreError::Io(error)));
+        }
         self.last_active = Instant::now();
         Ok(())
+    }
+
+    /// Runs one request's step so that a panic or a store error in it fails only that
+    /// request, and the actor is rebuilt from the store before the next.
+    fn guarded<T>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        step: impl FnOnce(&mut Self, &mut Context<Self>) -> Result<T, ConversationError>,
+    ) -> Result<T, ConversationError> {
+        match catch_unwind(AssertUnwindSafe(|| step(self, ctx))) {
+            Ok(result) => self.settle(ctx, result),
+            Err(panic) => Err(self.panicked(ctx, panic)),
+        }
+    }
+
+    /// Runs a step no request waits for (an AI answer arriving) guarded like a request's.
+    fn in_background(&mut self, ctx: &mut Context<Self>, step: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        // A failure was logged and handled by the guard; nobody waits for the result.
+        let _ = self.guarded(ctx, |actor, ctx| {
+            step(actor, ctx);
+            Ok(())
+        });
+    }
+
+    /// A turn that may await (an `api_fetch` step), guarded like [`ConversationActor::guarded`]
+    /// in every step, `start` included. Everything runs inside the response future, so the
+    /// answer is delivered before a failure stops the actor.
+    fn guarded_turn<T: 'static>(
+        start: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, ConversationError>> + 'static,
+    ) -> AtomicResponse<Self, Result<T, ConversationError>> {
+        let turn = fut::ready(()).then(move |(), actor: &mut Self, _ctx| start(actor));
+        AtomicResponse::new(Box::pin(Guarded { turn: Some(Box::pin(turn)) }))
+    }
+
+    /// After a step: a store error may have left this actor's memory ahead of or behind the
+    /// store, so the actor stops and the next message rebuilds it from what is stored.
+    fn settle<T>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: Result<T, ConversationError>,
+    ) -> Result<T, ConversationError> {
+        if let Err(ConversationError::Store(error)) = &result {
+            tracing::warn!(%error, conversation_id = %self.id, "store error; the conversation restarts from the store");
+            if !self.passivated {
+                self.passivate(ctx);
+            }
+        }
+        result
+    }
+
+    /// Logs a panic in a turn and stops the actor (the next message rebuilds it from the
+    /// store); the error the request answers with.
+    fn panicked(&mut self, ctx: &mut Context<Self>, panic: Box<dyn std::any::Any + Send>) -> ConversationError {
+        let message = panic_message(panic.as_ref()).to_string();
+        tracing::error!(
+            conversation_id = %self.id,
+            panic = %message,
+            "a turn panicked; nothing of it was stored and the conversation restarts from the store"
+        );
+        if !self.passivated {
+            self.passivate(ctx);
+        }
+        ConversationError::Panicked(message)
     }
 
     fn existing(&self) -> Result<&Conversation, ConversationError> {
@@ -775,6 +859,11 @@ impl ConversationActor {
         turn: &mut Turn,
         dedupe: Option<(&str, &HandleOutcome)>,
     ) -> Result<CommitTicket, ConversationError> {
+        if let Some(trigger) = self.registry.panic_on_text() {
+            if turn.messages.iter().any(|m| m.content == trigger) {
+                panic!("test fault injection: a message with the panic_on_text text");
+            }
+        }
         turn.conversation.updated_at = turn.at;
         let paused = turn.was_active && !turn.conversation.bot_active;
         let resumed = !turn.was_active && turn.conversation.bot_active;
@@ -945,7 +1034,7 @@ impl ConversationActor {
         } else {
             ctx.run_later(debounce, move |actor, ctx| {
                 if actor.ai_token == job.token {
-                    actor.call_ai(ctx, job);
+                    actor.in_background(ctx, |actor, ctx| actor.call_ai(ctx, job));
                 }
             });
         }
@@ -967,9 +1056,9 @@ impl ConversationActor {
             (job.bot.chatbot.settings.clone(), job.bot.ai_contexts.clone(), job.user_text.clone());
         let started = Instant::now();
         let call = async move { ai.reply(&settings, &contexts, &history, &text).await };
-        ctx.spawn(
-            call.into_actor(self).map(move |result, actor, _ctx| actor.accept_ai(job, result, started.elapsed())),
-        );
+        ctx.spawn(call.into_actor(self).map(move |result, actor, ctx| {
+            actor.in_background(ctx, |actor, _ctx| actor.accept_ai(job, result, started.elapsed()));
+        }));
     }
 
     /// Takes the model's answer into the conversation unless it was superseded meanwhile; a
@@ -1044,6 +1133,46 @@ impl ConversationActor {
 
     fn changed(&self, created: bool, ticket: CommitTicket) -> Result<Changed, ConversationError> {
         Ok(Changed { conversation: self.existing()?.clone(), session: self.session.clone(), created, ticket })
+    }
+}
+
+/// A turn's future whose steps fail its request, not the actor's task, when they panic; a
+/// store error at its end restarts the actor like in [`ConversationActor::guarded`].
+struct Guarded<T> {
+    /// `None` once it has answered: a future that panicked is never polled again.
+    turn: Option<ResponseActFuture<ConversationActor, Result<T, ConversationError>>>,
+}
+
+impl<T> ActorFuture<ConversationActor> for Guarded<T> {
+    type Output = Result<T, ConversationError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        actor: &mut ConversationActor,
+        ctx: &mut Context<ConversationActor>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let Some(turn) = self.turn.as_mut() else { return Poll::Pending };
+        match catch_unwind(AssertUnwindSafe(|| turn.as_mut().poll(actor, ctx, task))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => {
+                self.turn = None;
+                Poll::Ready(actor.settle(ctx, result))
+            }
+            Err(panic) => {
+                self.turn = None;
+                Poll::Ready(Err(actor.panicked(ctx, panic)))
+            }
+        }
+    }
+}
+
+/// What a panic said, when it said it with a string.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => message,
+        (None, Some(message)) => message,
+        (None, None) => "a panic without a message",
     }
 }
 
@@ -1243,10 +1372,15 @@ impl Actor for ConversationActor {
 impl Handler<HandleIncoming> for ConversationActor {
     type Result = AtomicResponse<Self, Result<Handled, ConversationError>>;
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %self.id))]
     fn handle(&mut self, msg: HandleIncoming, _ctx: &mut Self::Context) -> Self::Result {
-        let started = self.start_incoming(msg);
-        AtomicResponse::new(match started {
+        Self::guarded_turn(move |actor| actor.run_incoming(msg))
+    }
+}
+
+impl ConversationActor {
+    #[tracing::instrument(skip_all, fields(conversation_id = %self.id))]
+    fn run_incoming(&mut self, msg: HandleIncoming) -> ResponseActFuture<Self, Result<Handled, ConversationError>> {
+        match self.start_incoming(msg) {
             Err(error) => Box::pin(fut::ready(Err(error))),
             Ok(Incoming::Duplicate(handled)) => Box::pin(fut::ready(Ok(handled))),
             Ok(Incoming::Run { turn, pending, user_message, user_text, provider_message_id }) => {
@@ -1276,7 +1410,7 @@ impl Handler<HandleIncoming> for ConversationActor {
                     Ok(Handled { outcome, duplicate: false, ticket, ai_reply })
                 }))
             }
-        })
+        }
     }
 }
 
@@ -1343,7 +1477,13 @@ impl ConversationActor {
 impl Handler<OpenConversation> for ConversationActor {
     type Result = Result<Changed, ConversationError>;
 
-    fn handle(&mut self, msg: OpenConversation, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: OpenConversation, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.open_conversation(msg))
+    }
+}
+
+impl ConversationActor {
+    fn open_conversation(&mut self, msg: OpenConversation) -> Result<Changed, ConversationError> {
         self.begin()?;
         let mut turn = self.open(msg.bot, &msg.origin)?;
         if !turn.created && !turn.contact_changed {
@@ -1359,7 +1499,13 @@ impl Handler<SetBotActive> for ConversationActor {
     type Result = Result<Changed, ConversationError>;
 
     #[tracing::instrument(skip_all, fields(conversation_id = %self.id, active = msg.active))]
-    fn handle(&mut self, msg: SetBotActive, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SetBotActive, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.set_bot_active(msg))
+    }
+}
+
+impl ConversationActor {
+    fn set_bot_active(&mut self, msg: SetBotActive) -> Result<Changed, ConversationError> {
         self.begin()?;
         let conversation = self.existing()?.clone();
         let bot = self.registry.bot_config(conversation.chatbot_id)?;
@@ -1378,7 +1524,13 @@ impl Handler<SetBotActive> for ConversationActor {
 impl Handler<UpdateConversation> for ConversationActor {
     type Result = Result<Changed, ConversationError>;
 
-    fn handle(&mut self, msg: UpdateConversation, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: UpdateConversation, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.update_conversation(msg))
+    }
+}
+
+impl ConversationActor {
+    fn update_conversation(&mut self, msg: UpdateConversation) -> Result<Changed, ConversationError> {
         self.begin()?;
         let conversation = self.existing()?.clone();
         let bot = self.registry.bot_config(conversation.chatbot_id)?;
@@ -1404,7 +1556,13 @@ impl Handler<UpdateConversation> for ConversationActor {
 impl Handler<PostAgentMessage> for ConversationActor {
     type Result = Result<AgentMessagePosted, ConversationError>;
 
-    fn handle(&mut self, msg: PostAgentMessage, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: PostAgentMessage, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.post_agent_message(msg))
+    }
+}
+
+impl ConversationActor {
+    fn post_agent_message(&mut self, msg: PostAgentMessage) -> Result<AgentMessagePosted, ConversationError> {
         self.begin()?;
         let mut turn = self.turn(msg.bot)?;
         turn.deliver_agent_messages = true;
@@ -1423,7 +1581,13 @@ impl Handler<PostAgentMessage> for ConversationActor {
 impl Handler<RecordEvent> for ConversationActor {
     type Result = Result<EventHandled, ConversationError>;
 
-    fn handle(&mut self, msg: RecordEvent, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RecordEvent, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.record_event(msg))
+    }
+}
+
+impl ConversationActor {
+    fn record_event(&mut self, msg: RecordEvent) -> Result<EventHandled, ConversationError> {
         self.begin()?;
         let mut turn = self.open(msg.bot, &msg.origin)?;
         if msg.event == "user_seen_message" {
@@ -1441,11 +1605,10 @@ impl Handler<ApplyPayload> for ConversationActor {
     type Result = AtomicResponse<Self, Result<EventHandled, ConversationError>>;
 
     fn handle(&mut self, msg: ApplyPayload, _ctx: &mut Self::Context) -> Self::Result {
-        let started = self.start_payload(msg);
-        AtomicResponse::new(match started {
+        Self::guarded_turn(move |actor| match actor.start_payload(msg) {
             Err(error) => Box::pin(fut::ready(Err(error))),
             Ok((turn, pending)) => {
-                Box::pin(self.drive(turn, pending).map(|turn, actor, _ctx| actor.finish_event(turn?)))
+                Box::pin(actor.drive(turn, pending).map(|turn, actor, _ctx| actor.finish_event(turn?)))
             }
         })
     }
@@ -1511,7 +1674,13 @@ impl ConversationActor {
 impl Handler<OpenTransfer> for ConversationActor {
     type Result = Result<TransferChanged, ConversationError>;
 
-    fn handle(&mut self, msg: OpenTransfer, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: OpenTransfer, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.open_manual_transfer(msg))
+    }
+}
+
+impl ConversationActor {
+    fn open_manual_transfer(&mut self, msg: OpenTransfer) -> Result<TransferChanged, ConversationError> {
         self.begin()?;
         let mut turn = self.turn(msg.bot)?;
         if let Some(waiting) = turn.conversation.active_transfer {
@@ -1530,7 +1699,13 @@ impl Handler<OpenTransfer> for ConversationActor {
 impl Handler<ResumeTransfer> for ConversationActor {
     type Result = Result<TransferChanged, ConversationError>;
 
-    fn handle(&mut self, msg: ResumeTransfer, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ResumeTransfer, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.resume_transfer(msg))
+    }
+}
+
+impl ConversationActor {
+    fn resume_transfer(&mut self, msg: ResumeTransfer) -> Result<TransferChanged, ConversationError> {
         self.begin()?;
         let conversation = self.existing()?.clone();
         let mut transfer = self
@@ -1563,7 +1738,13 @@ impl Handler<ResumeTransfer> for ConversationActor {
 impl Handler<SetSessionStatus> for ConversationActor {
     type Result = Result<SessionChanged, ConversationError>;
 
-    fn handle(&mut self, msg: SetSessionStatus, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SetSessionStatus, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.set_session_status(msg))
+    }
+}
+
+impl ConversationActor {
+    fn set_session_status(&mut self, msg: SetSessionStatus) -> Result<SessionChanged, ConversationError> {
         self.begin()?;
         let conversation = self.existing()?.clone();
         if self.session.as_ref().map(|s| s.id) != Some(msg.session_id) {
@@ -1607,7 +1788,13 @@ impl Handler<SetSessionStatus> for ConversationActor {
 impl Handler<ReconcileFlow> for ConversationActor {
     type Result = Result<CommitTicket, ConversationError>;
 
-    fn handle(&mut self, _msg: ReconcileFlow, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: ReconcileFlow, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, _ctx| actor.reconcile_flow())
+    }
+}
+
+impl ConversationActor {
+    fn reconcile_flow(&mut self) -> Result<CommitTicket, ConversationError> {
         self.begin()?;
         let conversation = self.existing()?.clone();
         let bot = self.registry.bot_config(conversation.chatbot_id)?;
@@ -1625,6 +1812,12 @@ impl Handler<DeleteConversation> for ConversationActor {
     type Result = Result<CommitTicket, ConversationError>;
 
     fn handle(&mut self, _msg: DeleteConversation, ctx: &mut Self::Context) -> Self::Result {
+        self.guarded(ctx, |actor, ctx| actor.delete_conversation(ctx))
+    }
+}
+
+impl ConversationActor {
+    fn delete_conversation(&mut self, ctx: &mut Context<Self>) -> Result<CommitTicket, ConversationError> {
         self.begin()?;
         let conversation = self.existing()?.clone();
         let ticket = self.store.delete_conversation(&conversation)?;

@@ -4,6 +4,10 @@
 //! core works and one conversation always runs on the same thread. Each conversation's
 //! mailbox is bounded by counting requests in flight: a full one answers
 //! [`ConversationError::Overloaded`] at once instead of queueing without limit.
+//!
+//! An actor that stopped (passivated, or restarted after a failed turn) or whose task died
+//! leaves a closed mailbox behind: a message meeting it is sent again to a fresh actor,
+//! rebuilt from the store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +67,8 @@ struct Inner {
     next_generation: AtomicU64,
     config: RegistryConfig,
     stats: RegistryStats,
+    /// Test-only fault injection: a turn writing a message with exactly this text panics.
+    panic_on_text: Option<Arc<str>>,
 }
 
 /// Handle to the registry; cheap to clone. Needs a running actix System to be created.
@@ -91,6 +97,9 @@ pub struct Services {
     pub outbox: Arc<tokio::sync::Notify>,
     /// The AI model clients.
     pub ai: Option<crate::ai::Ai>,
+    /// Fault injection for baton's own tests, never for production: a turn that would store a
+    /// message with exactly this text panics before writing anything.
+    pub panic_on_text: Option<String>,
 }
 
 /// Decrements a conversation's in-flight count however the request ends (also if dropped).
@@ -105,7 +114,10 @@ impl Drop for InFlight {
 impl Registry {
     /// Starts the arbiters.
     pub fn start(store: Store, config: RegistryConfig, services: Services) -> Self {
-        let Services { configs, http, events, outbox, ai } = services;
+        let Services { configs, http, events, outbox, ai, panic_on_text } = services;
+        if let Some(text) = &panic_on_text {
+            tracing::warn!(text = %text, "test fault injection is on: messages with this text panic");
+        }
         let count = if config.arbiters == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -121,6 +133,7 @@ impl Registry {
             next_generation: AtomicU64::new(1),
             config,
             stats: RegistryStats::default(),
+            panic_on_text: panic_on_text.map(Arc::from),
         };
         Self { inner: Arc::new(inner), store, configs, http, events, outbox, ai }
     }
@@ -146,6 +159,11 @@ impl Registry {
     /// Tells the webhook actor that deliveries were queued.
     pub(crate) fn wake_outbox(&self) {
         self.outbox.notify_one();
+    }
+
+    /// The text that makes a turn panic, when the test fault injection is on.
+    pub(crate) fn panic_on_text(&self) -> Option<&str> {
+        self.inner.panic_on_text.as_deref()
     }
 
     /// The chatbot configuration cache.

@@ -9,6 +9,7 @@ pub mod commit;
 pub mod keys;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -163,12 +164,46 @@ struct Inner {
     trees: Trees,
     commit: GroupCommit,
     path: PathBuf,
+    /// Writes still to fail with an injected I/O error ([`StoreFaults`]); `u64::MAX` = all.
+    failing_writes: AtomicU64,
 }
 
 /// The store handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+}
+
+/// Fault injection, for tests of how baton behaves when its disk fails: writes or the
+/// durability step answer an I/O error on demand. Inert unless switched on (one atomic load
+/// per write); nothing in configuration reaches it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreFaults<'a> {
+    store: &'a Store,
+}
+
+impl StoreFaults<'_> {
+    /// The next `n` writes fail (each write entry point counts once), without applying anything.
+    pub fn fail_next_writes(&self, n: u64) {
+        self.store.inner.failing_writes.store(n.min(u64::MAX - 1), Ordering::SeqCst);
+    }
+
+    /// Every write fails until [`StoreFaults::clear`].
+    pub fn fail_all_writes(&self) {
+        self.store.inner.failing_writes.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Flushes fail while `on`: writers waiting for durability get an I/O error, and what they
+    /// wrote becomes durable with the first flush after the switch is off.
+    pub fn fail_durability(&self, on: bool) {
+        self.store.inner.commit.fail_flushes(on);
+    }
+
+    /// Back to normal.
+    pub fn clear(&self) {
+        self.store.inner.failing_writes.store(0, Ordering::SeqCst);
+        self.fail_durability(false);
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -221,7 +256,7 @@ impl Store {
         };
         let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
         let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
-        let store = Self { inner: Arc::new(Inner { db, trees, commit, path }) };
+        let store = Self { inner: Arc::new(Inner { db, trees, commit, path, failing_writes: AtomicU64::new(0) }) };
         store.inner.trees.meta.insert("schema_version", &1u32.to_be_bytes())?;
         Ok(store)
     }
@@ -260,6 +295,35 @@ impl Store {
         self.inner.commit.stats()
     }
 
+    /// Switches for injected storage failures (tests).
+    pub fn faults(&self) -> StoreFaults<'_> {
+        StoreFaults { store: self }
+    }
+
+    /// Fails with an injected I/O error when [`StoreFaults`] says this write must; called first
+    /// thing by every write, so a failed write applies nothing.
+    fn check_write(&self) -> Result<(), StoreError> {
+        let failing = &self.inner.failing_writes;
+        if failing.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let take = failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+            0 => None,
+            u64::MAX => Some(n),
+            n => Some(n - 1),
+        });
+        match take {
+            Ok(_) => Err(StoreError::Io(std::io::Error::other("injected fault: the write failed"))),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// A CRC32 over every key and value of every tree: equal before and after means nothing
+    /// stored changed (tests use it to prove a rejected request wrote nothing). O(N).
+    pub fn checksum(&self) -> Result<u32, StoreError> {
+        Ok(self.inner.db.checksum()?)
+    }
+
     /// Flushes everything and stops the committer.
     pub fn close(&self) -> Result<(), StoreError> {
         self.inner.commit.shutdown();
@@ -272,6 +336,7 @@ impl Store {
     }
 
     fn put<T: Serialize>(&self, tree: &Tree, key: &[u8], value: &T) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         tree.insert(key, encode(value)?)?;
         Ok(self.ticket())
     }
@@ -291,6 +356,7 @@ impl Store {
                 return Ok((tenant, CommitTicket::NONE));
             }
         }
+        self.check_write()?;
         let tenant = Tenant { id: TenantId::new_random(), name: name.to_string(), created_at: crate::model::now() };
         let t = self.trees();
         let record = encode(&tenant)?;
@@ -325,6 +391,7 @@ impl Store {
 
     /// Stores a new key.
     pub fn insert_key(&self, stored: &StoredKey) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let record = encode(stored)?;
         let id_key = join(&[stored.key.tenant_id.as_bytes(), stored.key.id.as_bytes()]);
@@ -356,6 +423,7 @@ impl Store {
 
     /// Deletes (revokes) a key; `None` when the tenant has no such key.
     pub fn delete_key(&self, tenant: TenantId, id: KeyId) -> Result<Option<CommitTicket>, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let id_key = join(&[tenant.as_bytes(), id.as_bytes()]);
         let Some(hash) = t.api_key_ids.get(&id_key)? else { return Ok(None) };
@@ -371,6 +439,7 @@ impl Store {
 
     /// Inserts or replaces a chatbot.
     pub fn put_chatbot(&self, bot: &Chatbot) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let record = encode(bot)?;
         let index = join(&[bot.tenant_id.as_bytes(), &u64_be(millis(bot.created_at)), bot.id.as_bytes()]);
@@ -402,6 +471,7 @@ impl Store {
     /// Deletes a chatbot with its rules and channels. Its conversations become unreachable
     /// (every conversation route resolves the chatbot first).
     pub fn delete_chatbot(&self, bot: &Chatbot) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let index = join(&[bot.tenant_id.as_bytes(), &u64_be(millis(bot.created_at)), bot.id.as_bytes()]);
         let mut dependents = sled::Batch::default();
@@ -439,6 +509,7 @@ impl Store {
 
     /// Deletes a rule; `None` when there was none.
     pub fn delete_rule(&self, bot: ChatbotId, id: RuleId) -> Result<Option<CommitTicket>, StoreError> {
+        self.check_write()?;
         let removed = self.trees().rules.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
         Ok(removed.map(|_| self.ticket()))
     }
@@ -467,6 +538,7 @@ impl Store {
     /// Stores `channel` unless the chatbot already has one with its id; returns the one stored.
     /// Safe under concurrent first messages on different conversations of one channel.
     pub fn insert_channel_if_absent(&self, channel: &Channel) -> Result<(Channel, CommitTicket), StoreError> {
+        self.check_write()?;
         let key = Self::channel_key(channel.chatbot_id, &channel.id);
         let tree = &self.trees().channels;
         match tree.compare_and_swap(&key, None as Option<&[u8]>, Some(encode(channel)?))? {
@@ -492,6 +564,7 @@ impl Store {
 
     /// Applies one actor turn atomically.
     pub fn write_conversation<'s>(&'s self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;
         let contact = write.contact.map(|c| encode(c).map(|bytes| (c.id, bytes))).transpose()?;
@@ -618,6 +691,7 @@ impl Store {
     /// A background sweep over the whole tree (each record starts with its time), so the hot
     /// path writes one provider-id record per message and no time index.
     pub fn expire_dedupe(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let cutoff = millis(cutoff);
         let mut expired = 0;
@@ -708,6 +782,7 @@ impl Store {
     /// Deletes a conversation with everything in it: messages, provider ids, sessions and
     /// transfers (waiting ones leave their queue).
     pub fn delete_conversation(&self, c: &Conversation) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let by_bot = join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]);
         let by_contact = join(&[c.contact_id.as_bytes(), c.id.as_bytes()]);
@@ -790,6 +865,7 @@ impl Store {
 
     /// Deletes a flow; `None` when there was none.
     pub fn delete_flow(&self, bot: ChatbotId, id: FlowId) -> Result<Option<CommitTicket>, StoreError> {
+        self.check_write()?;
         let removed = self.trees().flows.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
         Ok(removed.map(|_| self.ticket()))
     }
@@ -886,6 +962,7 @@ impl Store {
         queue: Queue,
         agent: Option<AgentId>,
     ) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         loop {
             let oldest = match queue {
@@ -934,6 +1011,7 @@ impl Store {
         id: TransferId,
         agent: AgentId,
     ) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let result = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
             let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };
@@ -1058,13 +1136,14 @@ impl Store {
     /// Stores a delivery's new state and moves its index entries: due while pending, out of
     /// the conversation order once settled.
     pub fn update_delivery(&self, d: &Delivery) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
         let t = self.trees();
         let record = encode(d)?;
         [&t.outbox, &t.outbox_due, &t.outbox_conv].as_slice().transaction(|tx| {
-            if let Some(old) = tx[0].get(d.id.as_bytes())? {
-                let old: Delivery = decode("outbox", &old).map_err(ConflictableTransactionError::Abort)?;
-                tx[1].remove(due_key(&old))?;
-            }
+            // A delivery deleted meanwhile (its contact was erased) is not brought back.
+            let Some(old) = tx[0].get(d.id.as_bytes())? else { return Ok(()) };
+            let old: Delivery = decode("outbox", &old).map_err(ConflictableTransactionError::Abort)?;
+            tx[1].remove(due_key(&old))?;
             tx[0].insert(d.id.as_bytes().as_slice(), record.as_slice())?;
             if d.status == DeliveryStatus::Pending {
                 tx[1].insert(due_key(d), &[])?;
@@ -1179,6 +1258,7 @@ impl Store {
         bot: ChatbotId,
         id: crate::model::AiContextId,
     ) -> Result<Option<CommitTicket>, StoreError> {
+        self.check_write()?;
         let removed = self.trees().ai_contexts.remove(join(&[bot.as_bytes(), id.as_bytes()]))?;
         Ok(removed.map(|_| self.ticket()))
     }
@@ -1191,6 +1271,167 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+}
+
+impl Store {
+    // --- data lifecycle: erasure, export, retention ------------------------------------------
+
+    /// The ids of a contact's conversations (one per channel it wrote on).
+    pub fn conversation_ids_of_contact(&self, contact: ContactId) -> Result<Vec<ConversationId>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.trees().conv_by_contact.scan_prefix(contact.as_bytes()).keys() {
+            if let Some(id) = ConversationId::from_slice(&key?[16..]) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every session a conversation has had, oldest first.
+    pub fn sessions_of_conversation(&self, conversation: ConversationId) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees().sessions_by_conversation.scan_prefix(conversation.as_bytes()).keys() {
+            if let Some(s) = SessionId::from_slice(&key?[16..]).map(|id| self.session(id)).transpose()?.flatten() {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Every transfer a conversation has had, oldest first.
+    pub fn transfers_of_conversation(&self, conversation: ConversationId) -> Result<Vec<Transfer>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees().transfers_by_conversation.scan_prefix(conversation.as_bytes()).keys() {
+            if let Some(t) = TransferId::from_slice(&key?[16..]).map(|id| self.transfer(id)).transpose()?.flatten() {
+                out.push(t);
+            }
+        }
+        out.sort_by(|a, b| a.transferred_at.cmp(&b.transferred_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Deletes every outbox delivery of the tenant that belongs to one of `conversations`,
+    /// whatever its status (a settled one still holds the message it carried), with its index
+    /// entries. Returns how many. Scans the tenant's outbox: erasure is rare, the outbox has no
+    /// per-conversation index of settled deliveries.
+    pub fn delete_deliveries_of(
+        &self,
+        tenant: TenantId,
+        conversations: &[ConversationId],
+    ) -> Result<(usize, CommitTicket), StoreError> {
+        self.check_write()?;
+        let t = self.trees();
+        let mut doomed = Vec::new();
+        for key in t.outbox_by_tenant.scan_prefix(tenant.as_bytes()).keys() {
+            let key = key?;
+            if let Some(d) = DeliveryId::from_slice(&key[16..]).map(|id| self.delivery(id)).transpose()?.flatten() {
+                if conversations.contains(&d.conversation_id) {
+                    doomed.push((key.to_vec(), d));
+                }
+            }
+        }
+        for (tenant_key, d) in &doomed {
+            [&t.outbox, &t.outbox_due, &t.outbox_conv, &t.outbox_by_tenant].as_slice().transaction(|tx| {
+                tx[0].remove(d.id.as_bytes().as_slice())?;
+                tx[1].remove(due_key(d))?;
+                if let Some(key) = order_key(d) {
+                    tx[2].remove(key)?;
+                }
+                tx[3].remove(tenant_key.as_slice())?;
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            })?;
+        }
+        // Order entries left behind by a record rewritten since (defensive: they name the conversation).
+        for conversation in conversations {
+            let mut batch = sled::Batch::default();
+            for key in t.outbox_conv.scan_prefix(conversation.as_bytes()).keys() {
+                batch.remove(key?);
+            }
+            t.outbox_conv.apply_batch(batch)?;
+        }
+        Ok((doomed.len(), self.ticket()))
+    }
+
+    /// Deletes a contact's record and the index entries that still name it. Its conversations
+    /// must be deleted first (through their actors); an entry whose conversation still exists
+    /// is kept, so a conversation is never left without its index.
+    pub fn delete_contact(&self, contact: ContactId) -> Result<CommitTicket, StoreError> {
+        self.check_write()?;
+        let t = self.trees();
+        for key in t.conv_by_contact.scan_prefix(contact.as_bytes()).keys() {
+            let key = key?;
+            let gone = match ConversationId::from_slice(&key[16..]) {
+                Some(id) => !t.conversations.contains_key(id.as_bytes())?,
+                None => true,
+            };
+            if gone {
+                t.conv_by_contact.remove(key)?;
+            }
+        }
+        t.contacts.remove(contact.as_bytes())?;
+        Ok(self.ticket())
+    }
+
+    /// Deletes messages created before `cutoff`; returns how many. Conversation records (and
+    /// their `next_seq`) are untouched, so later messages keep their `seq` and new ones continue
+    /// the numbering. Each conversation is read from its oldest message and left at the first
+    /// one that is young enough (messages are stored in creation order), so a sweep costs the
+    /// expired messages plus one read per conversation.
+    pub fn expire_messages(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.check_write()?;
+        /// Only the field the sweep needs; the rest of the record is skipped, not built.
+        #[derive(Deserialize)]
+        struct Created {
+            created_at: chrono::DateTime<chrono::Utc>,
+        }
+        let tree = &self.trees().messages;
+        let mut expired = 0;
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(first) = tree.range(from.as_slice()..).keys().next() {
+            let first = first?;
+            let Some(conversation) = first.get(..16).map(<[u8]>::to_vec) else {
+                from = join(&[&first, &[0]]);
+                continue;
+            };
+            let mut batch = sled::Batch::default();
+            for entry in tree.scan_prefix(&conversation) {
+                let (key, value) = entry?;
+                let created: Created = decode("messages", &value)?;
+                if created.created_at >= cutoff {
+                    break;
+                }
+                batch.remove(key);
+                expired += 1;
+            }
+            tree.apply_batch(batch)?;
+            // Past every key of this conversation (conversation ++ 8-byte seq).
+            from = join(&[&conversation, &[0xff; 9]]);
+        }
+        Ok(expired)
+    }
+
+    /// How many entries of each tree mention any of `needles` in their key or value; trees
+    /// without one are left out. For audits and tests of erasure (reads the whole store).
+    pub fn entries_mentioning(&self, needles: &[&[u8]]) -> Result<Vec<(String, usize)>, StoreError> {
+        let contains =
+            |haystack: &[u8]| needles.iter().any(|n| !n.is_empty() && haystack.windows(n.len()).any(|w| w == *n));
+        let mut found = Vec::new();
+        for name in self.inner.db.tree_names() {
+            let tree = self.inner.db.open_tree(&name)?;
+            let mut count = 0;
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                if contains(&key) || contains(&value) {
+                    count += 1;
+                }
+            }
+            if count > 0 {
+                found.push((String::from_utf8_lossy(&name).into_owned(), count));
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -1257,5 +1498,56 @@ mod tests {
         let expired = store.expire_dedupe(now() + chrono::Duration::seconds(1)).expect("sweep");
         assert_eq!(expired, 1);
         assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), None, "an expired id is forgotten");
+    }
+
+    fn message(conversation: ConversationId, seq: u64, created_at: chrono::DateTime<chrono::Utc>) -> Message {
+        Message {
+            id: MessageId::new_random(),
+            conversation_id: conversation,
+            seq,
+            role: crate::model::Role::User,
+            content: format!("message {seq}"),
+            message_type: "text".into(),
+            buttons: Vec::new(),
+            tokens_used: None,
+            provider_message_id: None,
+            agent_id: None,
+            whatsapp_flow: None,
+            created_at,
+        }
+    }
+
+    #[test]
+    fn the_retention_sweep_deletes_only_messages_older_than_the_cutoff_in_every_conversation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let cutoff = now() - chrono::Duration::days(30);
+        let (old, new) = (cutoff - chrono::Duration::days(1), cutoff + chrono::Duration::days(1));
+        let (a, b, c) = (conversation(), conversation(), conversation());
+        let history = [
+            (&a, vec![message(a.id, 1, old), message(a.id, 2, old), message(a.id, 3, new)]),
+            (&b, vec![message(b.id, 1, new), message(b.id, 2, new)]),
+            (&c, vec![message(c.id, 1, old)]),
+        ];
+        for (conversation, messages) in &history {
+            let _ = store
+                .write_conversation(&ConversationWrite {
+                    conversation: Some(conversation),
+                    created: true,
+                    messages,
+                    ..ConversationWrite::default()
+                })
+                .expect("written");
+        }
+
+        let deleted = store.expire_messages(cutoff).expect("sweep");
+
+        assert_eq!(deleted, 3);
+        let seqs = |id| store.messages(id, 0, 100).expect("read").iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(a.id), [3], "the newer message keeps its seq");
+        assert_eq!(seqs(b.id), [1, 2], "a conversation with only newer messages is untouched");
+        assert_eq!(seqs(c.id), Vec::<u64>::new());
+        assert!(store.conversation(c.id).expect("read").is_some(), "the conversation itself stays");
+        assert_eq!(store.expire_messages(cutoff).expect("sweep"), 0, "a second sweep finds nothing");
     }
 }

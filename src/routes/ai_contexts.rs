@@ -42,6 +42,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 #[schema(as = CreateAiContext)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateContext {
+    #[schema(pattern = r"\S")]
     name: String,
     trigger_keywords: Vec<String>,
     #[serde(default = "default_context_type")]

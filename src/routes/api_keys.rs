@@ -18,6 +18,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(as = CreateApiKey)]
 struct CreateKey {
+    #[schema(pattern = r"\S")]
     name: String,
     scopes: Vec<String>,
 }

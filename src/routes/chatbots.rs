@@ -29,6 +29,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateChatbot {
+    #[schema(pattern = r"\S")]
     name: String,
     #[serde(default)]
     description: String,

@@ -229,6 +229,7 @@ async fn handle_message(
     let channel_id = body.channel_id.trim().to_string();
     let provider_id = body.provider_id.trim().to_string();
     let conversation_id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
+    state.limits.check_conversation(conversation_id)?;
     let origin = Origin {
         channel_name: body
             .channel_name
@@ -516,6 +517,7 @@ pub(crate) fn find_conversation(
         }
     }
     let bot = state.chatbot(principal, &conversation.chatbot_id.to_string()).map_err(|_| not_found())?;
+    state.limits.check_conversation(conversation.id)?;
     Ok((conversation, bot))
 }
 
@@ -1024,6 +1026,7 @@ async fn event(
     let channel_id = body.channel_id.trim().to_string();
     let provider_id = body.provider_id.trim().to_string();
     let id = ConversationId::derive(bot.chatbot.id, &channel_id, &provider_id);
+    state.limits.check_conversation(id)?;
     let origin = Origin {
         channel_name: body
             .channel_name
@@ -1065,7 +1068,10 @@ struct PayloadRequest {
 fn conversation_of_bot(state: &AppState, bot: &BotConfig, raw: &str) -> Result<Conversation, ApiError> {
     let id: ConversationId = raw.trim().parse().map_err(|_| ApiError::not_found("conversation"))?;
     match state.store.conversation(id)? {
-        Some(c) if c.chatbot_id == bot.chatbot.id => Ok(c),
+        Some(c) if c.chatbot_id == bot.chatbot.id => {
+            state.limits.check_conversation(id)?;
+            Ok(c)
+        }
         _ => Err(ApiError::not_found("conversation")),
     }
 }

@@ -2,6 +2,7 @@
 //! edit and send: the same prompt the bot would use, but nothing is sent and nothing stored.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use baton_actors::ai::AiError;
 use baton_actors::model::Role;
 
 use crate::app::AppState;
@@ -28,6 +29,13 @@ pub async fn draft_for(state: &AppState, principal: &Principal, req: &HttpReques
     match ai.reply(settings, &bot.ai_contexts, &history, &last_user.content).await {
         Ok(answer) if !answer.text.trim().is_empty() => Ok(answer.text.trim().to_string()),
         Ok(_) => Err(bad_gateway("the AI model answered with nothing")),
+        Err(error @ (AiError::MissingKey(_) | AiError::UnknownProvider(_))) => Err(ApiError {
+            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "ai_not_configured",
+            message: format!("no AI model is available to draft a reply: {error}"),
+            field: None,
+            retry_after: None,
+        }),
         Err(error) => {
             tracing::warn!(conversation_id = %conversation.id, %error, "AI draft failed");
             Err(bad_gateway(&format!("the AI model could not draft a reply: {error}")))
@@ -60,6 +68,7 @@ fn bad_gateway(message: &str) -> ApiError {
         (status = 404, description = "No such chatbot or conversation", body = crate::openapi::ApiErrorBody),
         (status = 409, description = "The conversation has no user message", body = crate::openapi::ApiErrorBody),
         (status = 502, description = "The AI model failed (code ai_unavailable)", body = crate::openapi::ApiErrorBody),
+        (status = 503, description = "No AI provider is configured (code ai_not_configured)", body = crate::openapi::ApiErrorBody),
         (
             status = 503,
             description = "No AI service is configured, or storage is unavailable",

@@ -27,6 +27,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowBody {
+    #[schema(pattern = r"\S")]
     pub name: String,
     #[serde(default)]
     pub trigger_keywords: Vec<String>,

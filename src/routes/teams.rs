@@ -24,6 +24,7 @@ fn can_read(principal: &Principal) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateTeam {
+    #[schema(pattern = r"\S")]
     name: String,
 }
 
@@ -111,6 +112,7 @@ async fn get_team(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateAgent {
+    #[schema(pattern = r"\S")]
     name: String,
     #[serde(default)]
     email: String,

@@ -467,3 +467,267 @@ async fn baton_load_drives_a_server_and_reports_what_it_measured() {
     let stored: u64 = conversations.iter().map(|c| c["message_count"].as_u64().unwrap_or(0)).sum();
     assert_eq!(stored, 400, "each of the 200 messages and its rule answer are stored");
 }
+
+// ---------------------------------------------------------------- data directories that cannot be used
+
+/// `baton serve` on `data_dir` (a free port), run to its end.
+async fn serve_to_end(data_dir: &Path) -> Output {
+    let mut command = baton();
+    command.arg("serve").arg("--addr").arg(format!("127.0.0.1:{}", free_port())).arg("--data-dir").arg(data_dir);
+    run_to_end(command).await
+}
+
+/// Asserts a start-up refused with one clear line: a failure exit, exactly one line on
+/// stderr saying `what` about `data_dir`, no panic or backtrace, no key printed.
+fn assert_refused_in_one_line(output: &Output, what: &str, data_dir: &Path) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!output.status.success(), "baton started anyway; stderr: {stderr}");
+    assert_eq!(output.status.code(), Some(1), "a plain failure exit, not a crash: {}", output.status);
+    assert_eq!(lines.len(), 1, "exactly one line on stderr, got:\n{stderr}");
+    let line = lines[0];
+    assert!(line.contains(what), "the line should say {what:?}: {line:?}");
+    assert!(line.contains(&data_dir.display().to_string()), "the line should name {}: {line:?}", data_dir.display());
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "a panic: {stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("bt_"), "a key was printed anyway");
+}
+
+/// Starts and stops a server on `data_dir` so it holds a tenant and its admin key.
+async fn set_up_data_dir(data_dir: &Path) -> String {
+    let mut server = ServerProcess::start(data_dir).await;
+    let key = server.printed_key();
+    assert!(server.terminate().await.success());
+    key
+}
+
+/// Overwrites `file` with as many random bytes as it holds (at least 64).
+fn overwrite_with_garbage(file: &Path) {
+    use rand::RngCore as _;
+    let length = std::fs::metadata(file).map(|m| m.len() as usize).unwrap_or(0).max(64);
+    let mut garbage = vec![0u8; length];
+    rand::thread_rng().fill_bytes(&mut garbage);
+    std::fs::write(file, garbage).expect("write garbage");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_data_dir_locked_by_another_running_baton_in_one_line() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut running = ServerProcess::start(&data_dir).await;
+    let key = running.printed_key();
+
+    // Act
+    let second = serve_to_end(&data_dir).await;
+
+    // Assert
+    assert_refused_in_one_line(&second, "locked", &data_dir);
+    assert_eq!(running.get("/v1/api-keys", &key).await.status(), 200, "the running server is unharmed");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_corrupted_data_dir_in_one_line() {
+    // Arrange: every file of the store overwritten with garbage.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let key = set_up_data_dir(&data_dir).await;
+    for entry in std::fs::read_dir(data_dir.join("db")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            overwrite_with_garbage(&path);
+        }
+    }
+
+    // Act
+    let output = serve_to_end(&data_dir).await;
+
+    // Assert
+    assert_refused_in_one_line(&output, "corrupted", &data_dir);
+    assert_eq!(admin_key_file(&data_dir), key, "admin.key was left alone");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_data_dir_whose_log_is_garbage_instead_of_starting_empty() {
+    // Arrange: the log overwritten with garbage, its configuration intact (sled would recover
+    // that as an empty store and a first start would hand out a new admin key).
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let key = set_up_data_dir(&data_dir).await;
+    overwrite_with_garbage(&data_dir.join("db").join("db"));
+
+    // Act
+    let output = serve_to_end(&data_dir).await;
+
+    // Assert
+    assert_refused_in_one_line(&output, "corrupted", &data_dir);
+    assert_eq!(admin_key_file(&data_dir), key, "admin.key was not replaced by a new key");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_data_dir_it_cannot_create_in_one_line() {
+    // Arrange: a path below a regular file (chmod would not stop root, which runs the tests).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "a file").unwrap();
+    let data_dir = file.join("data");
+
+    // Act
+    let output = serve_to_end(&data_dir).await;
+
+    // Assert
+    assert_refused_in_one_line(&output, "cannot be created", &data_dir);
+}
+
+#[tokio::test]
+async fn keys_create_refuses_a_corrupted_data_dir_in_one_line() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    set_up_data_dir(&data_dir).await;
+    overwrite_with_garbage(&data_dir.join("db").join("conf"));
+
+    // Act
+    let output = keys_create(&data_dir, "acme", "admin", "on-garbage").await;
+
+    // Assert
+    assert_refused_in_one_line(&output, "corrupted", &data_dir);
+}
+
+// ---------------------------------------------------------------- secrets stay out of the logs
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_even_at_trace_level() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    // Arrange: an AI key and a JWT secret from the environment, a model and a webhook receiver.
+    let unique = || uuid::Uuid::new_v4().simple().to_string();
+    let ai_key = format!("sk-ai-{}", unique());
+    let jwt_secret = format!("jwt-secret-{}", unique());
+    let webhook_secret = format!("whsec-{}", unique());
+    let header_secret = format!("hdr-token-{}", unique());
+    let model = MockServer::start().await;
+    let answer = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": "From the model." }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6 },
+    });
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&model)
+        .await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = baton();
+    command
+        .arg("serve")
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "trace")
+        .env("BATON_LOG__LEVEL", "trace")
+        .env("BATON_AI__OPENAI__API_KEY", &ai_key)
+        .env("BATON_AI__OPENAI__BASE_URL", model.uri())
+        .env("BATON_AUTH__JWT_SECRET", &jwt_secret)
+        .env("BATON_WEBHOOKS__ALLOW_PRIVATE_NETWORKS", "true");
+    let mut server = ServerProcess::launch(command, port).await;
+    let first_line = server.stdout_line();
+    let admin_line = server.stdout_line();
+    let admin = admin_line.trim().to_string();
+    assert!(admin.starts_with("bt_"), "the admin key line: {admin_line:?} after {first_line:?}");
+
+    // Act: a new key, an AI chatbot, a channel with webhook secrets, messages that call the
+    // model and the webhook, and requests with right and wrong credentials every way they go.
+    let created = server.post("/v1/api-keys", &admin, &json!({ "name": "ops", "scopes": ["admin"] })).await;
+    assert_eq!(created.status(), 201);
+    let created_key = body(created).await["key"].as_str().expect("key").to_string();
+    let bot = server.create_chatbot(&created_key, "Secret keeper").await;
+    let settings = json!({ "ai_enabled": true, "ai_provider": "openai", "ai_model": "gpt-4o-mini" });
+    let put = server.client.put(server.url(&format!("/v1/chatbots/{bot}/settings")));
+    assert_eq!(put.header("X-API-Key", &admin).json(&settings).send().await.unwrap().status(), 200);
+    let channel = json!({
+        "name": "WhatsApp",
+        "reply_webhook": {
+            "url": format!("{}/reply", receiver.uri()), "secret": webhook_secret,
+            "headers": { "Authorization": format!("Bearer {header_secret}") },
+        },
+        "human_takeover_webhook": {
+            "url": format!("{}/takeover", receiver.uri()), "headers": { "X-Token": header_secret },
+        },
+    });
+    let put = server.client.put(server.url(&format!("/v1/chatbots/{bot}/channels/wa-main")));
+    let configured = put.header("X-API-Key", &admin).json(&channel).send().await.unwrap();
+    assert_eq!(configured.status(), 200, "channel configured");
+    let shown = server.get(&format!("/v1/chatbots/{bot}/channels/wa-main"), &admin).await;
+    assert!(!body(shown).await.to_string().contains(&webhook_secret), "the webhook secret is masked in GET");
+    let handled = server.handle(&admin, &bot, "+15550100", "hello model", "secret-1").await;
+    assert_eq!(handled.status(), 200);
+    let conversation = body(handled).await["conversation_id"].as_str().expect("conversation_id").to_string();
+    let payload = json!({
+        "channelId": "wa-main", "providerId": "+15550101", "async": true,
+        "message": { "id": "secret-2", "type": "text", "text": "reply by webhook" },
+    });
+    assert_eq!(
+        server.post(&format!("/v1/chatbots/{bot}/conversations/handle"), &created_key, &payload).await.status(),
+        202
+    );
+    let pause = json!({ "action": "pause" });
+    let paused = server.post(&format!("/v1/conversations/{conversation}/bot-control"), &admin, &pause).await;
+    assert_eq!(paused.status(), 200);
+    let delivered = Instant::now();
+    while receiver.received_requests().await.unwrap_or_default().len() < 2 {
+        assert!(delivered.elapsed() < PROCESS_DEADLINE, "webhooks were not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "ops", "tenant": "default", "scopes": ["admin"], "exp": chrono::Utc::now().timestamp() + 600 }),
+        &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
+    )
+    .expect("JWT");
+    let wrong_key = format!("bt_{}", "x".repeat(40));
+    let http = &server.client;
+    let chatbots = server.url("/v1/chatbots");
+    let mut statuses = Vec::new();
+    for (name, value) in [
+        ("X-API-Key", created_key.clone()),
+        ("x-chatcaptain-key", created_key.clone()),
+        ("Authorization", format!("Bearer {created_key}")),
+        ("Authorization", format!("Bearer {jwt}")),
+        ("X-API-Key", wrong_key.clone()),
+        ("Authorization", format!("Bearer {wrong_key}")),
+        ("Authorization", format!("Bearer {jwt_secret}")),
+    ] {
+        statuses.push(http.get(&chatbots).header(name, value).send().await.unwrap().status().as_u16());
+    }
+    for query in [format!("token={created_key}"), format!("api_key={created_key}"), format!("token={wrong_key}")] {
+        for route in ["/v1/ws", "/v1/chatbots"] {
+            let _ = http.get(server.url(&format!("{route}?{query}"))).send().await.unwrap();
+        }
+    }
+    let status = server.terminate().await;
+
+    // Assert
+    assert_eq!(statuses, [200, 200, 200, 200, 401, 401, 401], "the credentials worked as expected");
+    assert!(status.success(), "exit status {status}");
+    let stdout = format!("{first_line}{admin_line}{}", server.remaining_stdout());
+    let logs = format!("{stdout}\n{}", server.stderr());
+    assert!(logs.lines().count() > 50, "trace logging was on: {} lines", logs.lines().count());
+    assert_eq!(logs.matches(&admin).count(), 1, "the admin key shows once, on its printed line");
+    for (what, secret) in [
+        ("the created API key", &created_key),
+        ("the AI provider key", &ai_key),
+        ("the JWT secret", &jwt_secret),
+        ("a JWT", &jwt),
+        ("the webhook secret", &webhook_secret),
+        ("a webhook header's token", &header_secret),
+        ("a mistyped key", &wrong_key),
+    ] {
+        let leak = logs.lines().find(|line| line.contains(secret.as_str()));
+        assert!(leak.is_none(), "{what} is in the logs: {leak:?}");
+    }
+}

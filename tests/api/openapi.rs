@@ -24,10 +24,10 @@ use crate::helpers::{body, spawn_app, spawn_app_with, TestApp};
 type Operations = BTreeSet<(String, String)>;
 
 /// How many operations the native routes in `src/routes/*.rs` and `src/openapi.rs` register.
-const NATIVE_OPERATIONS: usize = 84;
+const NATIVE_OPERATIONS: usize = 88;
 
 /// Statuses every authenticated operation may answer, whatever it does.
-const GENERIC_STATUSES: [&str; 5] = ["401", "403", "413", "415", "503"];
+const GENERIC_STATUSES: [&str; 7] = ["401", "403", "408", "413", "415", "429", "503"];
 
 // ---------------------------------------------------------------------------------------------
 // The document
@@ -478,6 +478,7 @@ async fn every_native_route_answers_as_the_openapi_document_declares() {
     let conversation = ingestion(&mut p, &bot, &flow).await;
     sessions(&mut p).await;
     conversations(&mut p, &bot, &conversation, &agent).await;
+    contacts(&mut p, &bot).await;
     transfers(&mut p, &conversation, &team, &agent).await;
     deliveries(&mut p).await;
     live(&mut p).await;
@@ -755,6 +756,10 @@ async fn conversations(p: &mut Probe<'_>, bot: &str, conversation: &str, agent: 
         assert_eq!(answer["draft"], "Your order ships today.");
         p.call("POST", &draft, &format!("{}/ai-draft", at(&quiet)), None, 409).await;
         p.call("POST", &draft, &format!("{missing}/ai-draft"), None, 404).await;
+        let export = route("/export");
+        let exported = p.call("GET", &export, &format!("{it}/export"), None, 200).await;
+        assert_eq!(exported["conversation"]["id"], conversation);
+        p.call("GET", &export, &format!("{missing}/export"), None, 404).await;
     }
     let doomed = json!({"channelId": "wa-main", "providerId": "+4919000"});
     for prefix in ["/v1/chatbots/{bot}/conversations/{id}", "/v1/conversations/{id}"] {
@@ -763,6 +768,24 @@ async fn conversations(p: &mut Probe<'_>, bot: &str, conversation: &str, agent: 
         p.call("DELETE", prefix, &at(&victim), None, 200).await;
         p.call("DELETE", prefix, &at(&victim), None, 404).await;
     }
+}
+
+async fn contacts(p: &mut Probe<'_>, bot: &str) {
+    let one = "/v1/contacts/{id}";
+    let handle = "/v1/chatbots/{bot}/conversations/handle";
+    let message = json!({
+        "channelId": "wa-main", "providerId": "+4920000", "message": {"type": "text", "text": "forget me"},
+        "contact": {"first_name": "Cy", "phones": ["+4920000"]},
+    });
+    let handled = p.call("POST", handle, &format!("/v1/chatbots/{bot}/conversations/handle"), Some(message), 200).await;
+    let (it, missing) =
+        (format!("/v1/contacts/{}", handled["contact_id"].as_str().unwrap()), format!("/v1/contacts/{NO_SUCH_ID}"));
+    let contact = p.call("GET", one, &it, None, 200).await;
+    assert_eq!(contact["conversation_ids"], json!([handled["conversation_id"]]));
+    p.call("GET", one, &missing, None, 404).await;
+    p.call("DELETE", one, &it, None, 204).await;
+    p.call("DELETE", one, &it, None, 404).await;
+    p.call("GET", one, &it, None, 404).await;
 }
 
 async fn transfers(p: &mut Probe<'_>, conversation: &str, team: &str, agent: &str) {

@@ -6,9 +6,13 @@
 //! `sync_file_range`, which does not persist metadata), and wakes every writer whose ticket
 //! that round covered. Durability costs one flush per batch, not per write, and no actix
 //! worker ever blocks on a disk.
+//!
+//! A round that fails is retried, but the writers it was to cover are not left waiting for a
+//! disk that may never come back: they get the error at once (their request answers 503),
+//! and what they wrote becomes durable with the first round that succeeds.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +52,15 @@ pub struct CommitStats {
     pub failures: AtomicU64,
 }
 
+/// Where the committer stands, as writers see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    /// Every ticket up to this one is on disk.
+    durable: u64,
+    /// The newest ticket the last round was to cover, when that round failed; 0 after a success.
+    failed: u64,
+}
+
 #[derive(Debug)]
 struct Shared {
     /// The newest ticket handed out.
@@ -55,8 +68,10 @@ struct Shared {
     /// Guards the wake-up condition; `true` once shutdown was requested.
     wake: Mutex<bool>,
     signal: Condvar,
-    durable: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
     stats: CommitStats,
+    /// Injected fault: every flush fails while set (tests).
+    failing: AtomicBool,
 }
 
 /// The group committer: a thread plus the tickets writers wait on.
@@ -71,13 +86,14 @@ impl GroupCommit {
     /// Starts the committer thread for `db`, whose main file is `db_file`.
     /// With `fsync = false` writes count as durable at once (benchmarks of the cost only).
     pub fn start(db: sled::Db, db_file: File, fsync: bool) -> Result<Self, StoreError> {
-        let (durable, _) = watch::channel(0);
+        let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             issued: AtomicU64::new(0),
             wake: Mutex::new(false),
             signal: Condvar::new(),
-            durable,
+            progress,
             stats: CommitStats::default(),
+            failing: AtomicBool::new(false),
         });
         let thread = if fsync {
             let shared = Arc::clone(&shared);
@@ -104,13 +120,25 @@ impl GroupCommit {
         CommitTicket(ticket)
     }
 
-    /// Resolves once `ticket` is on disk.
+    /// Resolves once `ticket` is on disk, or with the error of the flush round that was to
+    /// cover it and failed (the write stays applied and is retried with the next round).
     pub async fn durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
-        if !self.fsync || ticket.0 <= *self.shared.durable.borrow() {
+        if !self.fsync || ticket.0 <= self.shared.progress.borrow().durable {
             return Ok(());
         }
-        let mut rx = self.shared.durable.subscribe();
-        rx.wait_for(|&done| done >= ticket.0).await.map(|_| ()).map_err(|_| StoreError::Closed)
+        let mut rx = self.shared.progress.subscribe();
+        let progress =
+            *rx.wait_for(|p| p.durable >= ticket.0 || p.failed >= ticket.0).await.map_err(|_| StoreError::Closed)?;
+        if progress.durable >= ticket.0 {
+            Ok(())
+        } else {
+            Err(StoreError::Io(std::io::Error::other("the write could not be made durable: flushing the store failed")))
+        }
+    }
+
+    /// Makes every flush fail while `on` (fault injection for tests).
+    pub(crate) fn fail_flushes(&self, on: bool) {
+        self.shared.failing.store(on, Ordering::SeqCst);
     }
 
     /// The committer's counters.
@@ -144,7 +172,11 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
         // so this flush covers it.
         let target = shared.issued.load(Ordering::SeqCst);
         let started = Instant::now();
-        let result = db.flush().map_err(StoreError::from).and_then(|_| db_file.sync_all().map_err(StoreError::Io));
+        let result = if shared.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Io(std::io::Error::other("injected fault: the flush failed")))
+        } else {
+            db.flush().map_err(StoreError::from).and_then(|_| db_file.sync_all().map_err(StoreError::Io))
+        };
         match result {
             Ok(()) => {
                 let stats = &shared.stats;
@@ -152,13 +184,96 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
                 stats.tickets.fetch_add(target - covered, Ordering::Relaxed);
                 stats.micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 covered = target;
-                shared.durable.send_replace(covered);
+                shared.progress.send_replace(Progress { durable: covered, failed: 0 });
             }
             Err(error) => {
                 shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "store flush failed; retrying");
+                // The writers this round was for learn now; the retry still covers their writes.
+                shared.progress.send_replace(Progress { durable: covered, failed: target });
+                if *shared.wake.lock().unwrap_or_else(|e| e.into_inner()) {
+                    // Shutting down: `Store::close` makes the last attempt and reports it.
+                    return;
+                }
                 std::thread::sleep(RETRY_AFTER_FAILURE);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::store::{Store, StoreConfig};
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(&StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: 1 << 20, fsync: true })
+            .expect("store opens")
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_its_writers_at_once_and_a_later_round_covers_their_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        store.faults().fail_durability(true);
+
+        let (_, written) = store.ensure_tenant("acme").expect("applied in memory");
+        let waited = tokio::time::timeout(Duration::from_secs(5), store.durable(written)).await;
+
+        assert!(matches!(waited, Ok(Err(_))), "the writer is told, not left waiting: {waited:?}");
+        assert!(store.commit_stats().failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+        store.faults().clear();
+        let later = store.ticket_for_all();
+        tokio::time::timeout(Duration::from_secs(5), store.durable(later))
+            .await
+            .expect("no hang")
+            .expect("durable once flushes work again");
+        store.durable(written).await.expect("the earlier write is covered too");
+        assert!(store.tenant_by_name("acme").expect("read").is_some(), "the write was kept, not lost");
+        store.close().expect("closes");
+    }
+
+    #[test]
+    fn injected_write_faults_apply_nothing_and_run_out_after_the_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        store.faults().fail_next_writes(2);
+
+        let first = store.ensure_tenant("a");
+        let second = store.ensure_tenant("b");
+        let third = store.ensure_tenant("c");
+
+        assert!(matches!(first, Err(crate::store::StoreError::Io(_))), "{first:?}");
+        assert!(matches!(second, Err(crate::store::StoreError::Io(_))), "{second:?}");
+        assert!(third.is_ok(), "the fault ran out: {third:?}");
+        assert!(store.tenant_by_name("a").expect("read").is_none(), "a failed write applied nothing");
+        assert!(store.tenant_by_name("b").expect("read").is_none());
+
+        store.faults().fail_all_writes();
+        assert!(store.ensure_tenant("d").is_err() && store.ensure_tenant("e").is_err(), "all writes fail");
+        assert!(store.ensure_tenant("c").is_ok(), "reads (the tenant exists) still work");
+        store.faults().clear();
+        assert!(store.ensure_tenant("d").is_ok());
+        store.close().expect("closes");
+    }
+
+    #[tokio::test]
+    async fn shutdown_does_not_hang_on_a_disk_that_keeps_failing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        store.faults().fail_durability(true);
+        let _ = store.ensure_tenant("acme").expect("applied in memory");
+
+        let closing = std::thread::spawn(move || {
+            let _ = store.close();
+        });
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !closing.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(closing.is_finished(), "close returned while flushes kept failing");
     }
 }
