@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{assert_error, body, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, call, spawn_app_with, TestApp};
 
 const OPENAI_KEY: &str = "sk-test";
 const ANTHROPIC_KEY: &str = "ak-test";
@@ -154,12 +154,6 @@ async fn app_with_model(model: &MockServer, configure: impl FnOnce(&mut baton::S
         configure(s);
     })
     .await
-}
-
-async fn call(app: &TestApp, method: reqwest::Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
 }
 
 async fn put_settings(app: &TestApp, bot: &str, settings: Value) {

@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, call, spawn_app, spawn_app_on, spawn_app_with, TestApp};
 
 /// The "Create Context" request body of seed `001`, character for character.
 const SEED_CONTEXT: &str = r#"{ "name": "Shipping Policy", "trigger_keywords": ["shipping", "delivery", "track"], "context_type": "static", "content": "We offer free shipping on orders over $50. Standard delivery takes 3-5 business days...", "priority": 5, "enabled": true}"#;
@@ -38,13 +38,6 @@ fn api_context() -> Value {
         },
         "priority": 10,
     })
-}
-
-/// Sends `method` `path` with a JSON body and the admin key; returns status and body.
-async fn call(app: &TestApp, method: Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
 }
 
 /// Creates a context with the admin key, asserting 201; returns it as served.

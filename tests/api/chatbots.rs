@@ -5,14 +5,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, spawn_app, spawn_app_with, TestApp};
-
-/// GET `path` with the admin key, asserting 200.
-async fn get_ok(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin_key).await;
-    assert_eq!(response.status(), 200, "GET {path}");
-    body(response).await
-}
+use crate::helpers::{assert_error, body, get_ok, spawn_app, spawn_app_with, TestApp};
 
 /// The `items` of a list.
 async fn items(app: &TestApp, path: &str) -> Vec<Value> {

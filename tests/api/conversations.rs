@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, call, spawn_app, spawn_app_on, spawn_app_with, TestApp};
 
 const GREETING: &str = "Hello! Welcome. How can I help you?";
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
@@ -16,13 +16,6 @@ const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
 /// Both paths of one conversation: nested under its chatbot, and flat.
 fn prefixes(bot: &str, conversation: &str) -> [String; 2] {
     [format!("/v1/chatbots/{bot}/conversations/{conversation}"), format!("/v1/conversations/{conversation}")]
-}
-
-/// Sends `method` `path` with a JSON body using the admin key; returns status and JSON body.
-async fn call(app: &TestApp, method: Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
 }
 
 /// GETs `path` with the admin key; returns status and JSON body.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{assert_error, body, spawn_app, TestApp};
+use crate::helpers::{assert_error, body, call, get_ok, spawn_app, TestApp};
 
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
 
@@ -29,20 +29,6 @@ fn flows_path(bot: &str) -> String {
 
 fn flow_path(bot: &str, flow: &str) -> String {
     format!("/v1/chatbots/{bot}/flows/{flow}")
-}
-
-/// Sends `method` `path` with a JSON body and the admin key; returns status and body.
-async fn call(app: &TestApp, method: Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
-}
-
-/// GETs `path` with the admin key, asserting 200.
-async fn get_ok(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin_key).await;
-    assert_eq!(response.status(), 200, "GET {path}");
-    body(response).await
 }
 
 /// Creates a flow, asserting 201; returns it as served.

@@ -198,6 +198,22 @@ impl Drop for TestApp {
     }
 }
 
+/// Sends `method` `path` with a JSON body and the admin key; returns status and body.
+pub async fn call(app: &TestApp, method: reqwest::Method, path: &str, payload: &Value) -> (u16, Value) {
+    let response = app.send_json(method, path, &app.admin_key, payload).await;
+    let status = response.status().as_u16();
+    (status, body(response).await)
+}
+
+/// GETs `path` with the admin key, asserting 200; returns the body.
+pub async fn get_ok(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path, &app.admin_key).await;
+    let status = response.status();
+    let value = body(response).await;
+    assert_eq!(status, 200, "GET {path} answered {value}");
+    value
+}
+
 /// The JSON body of a response.
 pub async fn body(response: reqwest::Response) -> Value {
     let text = response.text().await.expect("body");

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{assert_error, body, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, call, get_ok, spawn_app, spawn_app_with, TestApp};
 
 const GREETING: &str = "Hello! Welcome. How can I help you?";
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
@@ -18,22 +18,6 @@ const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Sends `method` `path` with a JSON body and the admin key; returns status and body.
-async fn call(app: &TestApp, method: Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
-}
-
-/// GETs `path` with the admin key, asserting 200.
-async fn get_ok(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin_key).await;
-    let status = response.status();
-    let value = body(response).await;
-    assert_eq!(status, 200, "GET {path} answered {value}");
-    value
-}
 
 /// GETs `path` with the admin key; returns the status.
 async fn status_of(app: &TestApp, path: &str) -> u16 {

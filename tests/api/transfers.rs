@@ -9,24 +9,10 @@ use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, spawn_app, TestApp};
+use crate::helpers::{assert_error, body, call, get_ok, spawn_app, TestApp};
 
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
 const TRANSFER_MESSAGE: &str = "Connecting you with a member of our team. Please wait a moment.";
-
-/// Sends `method` `path` with a JSON body and the admin key; returns status and body.
-async fn call(app: &TestApp, method: Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
-}
-
-/// GETs `path` with the admin key, asserting 200.
-async fn get_ok(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin_key).await;
-    assert_eq!(response.status(), 200, "GET {path}");
-    body(response).await
-}
 
 fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
     value[field].as_str().unwrap_or_else(|| panic!("no {field} in {value}"))

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, call, get_ok, spawn_app, spawn_app_on, spawn_app_with, TestApp};
 
 const CHANNEL: &str = "wa-main";
 const CHANNEL_NAME: &str = "WhatsApp";
@@ -199,19 +199,6 @@ fn assert_signed(request: &Request, key: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // API helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Sends `method` `path` with a JSON body and the admin key; returns status and body.
-async fn call(app: &TestApp, method: Method, path: &str, payload: &Value) -> (u16, Value) {
-    let response = app.send_json(method, path, &app.admin_key, payload).await;
-    let status = response.status().as_u16();
-    (status, body(response).await)
-}
-
-async fn get_ok(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin_key).await;
-    assert_eq!(response.status(), 200, "GET {path}");
-    body(response).await
-}
 
 /// Replaces channel `wa-main`'s configuration of `bot` (named "WhatsApp").
 async fn configure_channel(app: &TestApp, bot: &str, config: Value) -> Value {
