@@ -731,3 +731,84 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         assert!(leak.is_none(), "{what} is in the logs: {leak:?}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_keeps_its_deadline_with_a_webhook_hanging_and_leaves_the_rest_queued() {
+    // Arrange: a receiver that holds every call for a minute.
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/reply"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .mount(&receiver)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let start = |data_dir: &Path| {
+        let port = free_port();
+        let mut command = baton();
+        command
+            .arg("serve")
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("BATON_WEBHOOKS__ALLOW_PRIVATE_NETWORKS", "true")
+            .env("BATON_WEBHOOKS__TIMEOUT_MS", "120000")
+            .env("BATON_WEBHOOKS__SHUTDOWN_GRACE_SECS", "1")
+            .env("BATON_SERVER__SHUTDOWN_TIMEOUT_SECS", "1");
+        ServerProcess::launch(command, port)
+    };
+    let mut server = start(&data_dir).await;
+    let admin = server.printed_key();
+    let bot = server.create_chatbot(&admin, "hooked").await;
+    let channel = json!({"name": "WhatsApp", "reply_webhook": {"url": format!("{}/reply", receiver.uri())}});
+    let configured = server
+        .client
+        .put(server.url(&format!("/v1/chatbots/{bot}/channels/wa-main")))
+        .header("X-API-Key", &admin)
+        .json(&channel)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(configured.status(), 200, "channel configured");
+    for n in 0..3 {
+        let payload = json!({
+            "channelId": "wa-main", "channelName": "WhatsApp", "providerId": format!("+1555000{n}"), "async": true,
+            "message": {"id": format!("late-{n}"), "type": "text", "text": "anyone there?"},
+        });
+        let path = format!("/v1/chatbots/{bot}/conversations/handle");
+        assert_eq!(server.post(&path, &admin, &payload).await.status(), 202, "async handle accepted");
+    }
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while receiver.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "no delivery reached the receiver");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Act
+    let asked = Instant::now();
+    let status = server.terminate().await;
+    let took = asked.elapsed();
+    drop(server);
+
+    // Assert: it kept its deadlines (1 s for requests, 1 s for webhooks) despite the hanging
+    // call, and every reply is still queued for the next start.
+    assert!(status.success(), "SIGTERM exit status {status}");
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?} with 2 s of deadlines");
+    receiver.reset().await;
+    wiremock::Mock::given(wiremock::matchers::path("/reply"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let server = start(&data_dir).await;
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    loop {
+        let page = body(server.get("/v1/webhook-deliveries?status=delivered", &admin).await).await;
+        if page["items"].as_array().map(Vec::len) == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queued replies were not delivered after the restart: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = body(server.get("/v1/webhook-deliveries?status=pending", &admin).await).await;
+    assert_eq!(pending["items"], json!([]), "nothing left pending");
+}
