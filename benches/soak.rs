@@ -21,7 +21,13 @@
 //! was neither delivered nor settled.
 //!
 //! `cargo bench --bench soak`; environment: `SOAK_SECS` (default 600), `SOAK_RATE` (operations
-//! per second, default 1000), `SOAK_CONVERSATIONS` (5000). `cargo bench --bench soak -- --test`
+//! per second, default 1000), `SOAK_CONVERSATIONS` (5000). Variants for memory studies:
+//! `SOAK_CACHE_MIB` (sled's cache; default baton's), `SOAK_PASSIVATE_SECS`
+//! (`actors.idle_passivate_secs`), `SOAK_FAIL_EVERY` (the receiver's failing call, 3; 0 = none),
+//! `SOAK_IDLE_SECS` (RSS sampled this long with no load after draining), `SOAK_KEEP_DIR=path`
+//! (the data directory is there and kept). `SOAK_OPEN_DIR=path` runs no load: it opens a kept
+//! data directory in this fresh process and prints RSS before, once open and after reading
+//! everything back (sled alone, no baton). `cargo bench --bench soak -- --test`
 //! runs a smoke version of a few seconds, as does running it without `--bench` (which
 //! `cargo bench` passes; `cargo test --benches` does not). Prints a summary, then a JSON line
 //! last on stdout.
@@ -52,10 +58,12 @@ const RULE_REPLY: &str = "Hello from the soak run!";
 const RETRY_SCHEDULE_SECS: [u64; 8] = [1, 1, 2, 2, 4, 4, 8, 8];
 /// Concurrent requests at most (the open loop's connection pool).
 const CONNECTIONS: usize = 64;
-/// The receiver answers 500 to every this-many-th call.
+/// The receiver answers 500 to every this-many-th call (`SOAK_FAIL_EVERY`; 0: never).
 const FAIL_EVERY: u64 = 3;
 /// The memory baseline is taken this long into the run, once caches and pools have grown.
 const WARM_UP: Duration = Duration::from_secs(60);
+/// The wait after stopping baton before RSS is read again (not counted in the restart time).
+const STOP_SETTLE: Duration = Duration::from_secs(3);
 /// How often a progress line is printed.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Most problems listed by name in the summary (all are counted).
@@ -133,6 +141,14 @@ struct Options {
     conversations: usize,
     /// `--test`, or not run by `cargo bench`: a smoke run of a few seconds.
     smoke: bool,
+    /// sled's cache, MiB (`SOAK_CACHE_MIB`; default: baton's default).
+    cache_mib: Option<u64>,
+    /// `actors.idle_passivate_secs` (`SOAK_PASSIVATE_SECS`; default: baton's default).
+    passivate_secs: Option<u64>,
+    /// The receiver answers 500 to every this-many-th call (`SOAK_FAIL_EVERY`; 0: never).
+    fail_every: u64,
+    /// Seconds RSS is still sampled once the outbox drained, with no load (`SOAK_IDLE_SECS`).
+    idle_secs: u64,
 }
 
 impl Options {
@@ -152,6 +168,18 @@ impl Options {
             rate: parse("SOAK_RATE", rate)?,
             conversations: parse("SOAK_CONVERSATIONS", conversations)? as usize,
             smoke,
+            cache_mib: std::env::var("SOAK_CACHE_MIB")
+                .is_ok()
+                .then(|| parse("SOAK_CACHE_MIB", 0.0))
+                .transpose()?
+                .map(|v| v as u64),
+            passivate_secs: std::env::var("SOAK_PASSIVATE_SECS")
+                .is_ok()
+                .then(|| parse("SOAK_PASSIVATE_SECS", 0.0))
+                .transpose()?
+                .map(|v| v as u64),
+            fail_every: parse("SOAK_FAIL_EVERY", FAIL_EVERY as f64)? as u64,
+            idle_secs: parse("SOAK_IDLE_SECS", 0.0)? as u64,
         };
         anyhow::ensure!(options.secs > 0.0 && options.rate > 0.0, "SOAK_SECS and SOAK_RATE must be positive");
         anyhow::ensure!(options.conversations > 0, "SOAK_CONVERSATIONS must be at least 1");
@@ -189,8 +217,26 @@ impl Options {
 
 fn main() -> anyhow::Result<()> {
     let options = Options::from_env()?;
+    if let Some(dir) = std::env::var_os("SOAK_OPEN_DIR") {
+        return measure_open(
+            Path::new(&dir),
+            options.cache_mib.unwrap_or(Settings::defaults().storage.cache_capacity_bytes >> 20),
+        );
+    }
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let data_dir = tempfile::tempdir().context("temp dir")?;
+    // `SOAK_KEEP_DIR=path`: the data directory is there and kept, for `SOAK_OPEN_DIR`.
+    let (_temp_dir, data_dir) = match std::env::var_os("SOAK_KEEP_DIR") {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).context("SOAK_KEEP_DIR")?;
+            (None, std::path::PathBuf::from(dir))
+        }
+        None => {
+            let temp = tempfile::tempdir().context("temp dir")?;
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    let data_dir = DataDir(data_dir);
 
     let mut settings = Settings::defaults();
     settings.server.addr = "127.0.0.1:0".parse()?;
@@ -199,6 +245,12 @@ fn main() -> anyhow::Result<()> {
     settings.storage.fsync = true;
     settings.webhooks.allow_private_networks = true;
     settings.webhooks.retry_schedule_secs = RETRY_SCHEDULE_SECS.to_vec();
+    if let Some(mib) = options.cache_mib {
+        settings.storage.cache_capacity_bytes = mib << 20;
+    }
+    if let Some(secs) = options.passivate_secs {
+        settings.actors.idle_passivate_secs = secs;
+    }
     let store_config = StoreConfig {
         data_dir: settings.storage.data_dir.clone(),
         cache_capacity_bytes: settings.storage.cache_capacity_bytes,
@@ -207,7 +259,7 @@ fn main() -> anyhow::Result<()> {
     let cache_mib = settings.storage.cache_capacity_bytes >> 20;
 
     let expected_calls = (options.operations() as f64 * 0.6) as usize;
-    let receiver = Receiver::start(expected_calls)?;
+    let receiver = Receiver::start(expected_calls, options.fail_every)?;
     let baton = BatonServer::start(settings)?;
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -215,7 +267,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    let outcome = client.block_on(soak(&options, &baton, &receiver));
+    let outcome = client.block_on(soak(&options, &baton, &receiver, data_dir.path()));
     let Outcome { run, verified_live } = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -227,12 +279,26 @@ fn main() -> anyhow::Result<()> {
 
     // Stop baton, reopen its data directory and check again: what was acknowledged is on disk.
     let stopped = Instant::now();
+    let rss_running = rss_kib();
     baton.stop();
+    // A moment for the allocator to hand baton's freed memory back (mimalloc purges after 1 s).
+    std::thread::sleep(STOP_SETTLE);
+    let rss_stopped = rss_kib();
     let reopened = reopen(&store_config)?;
+    let rss_reopened = rss_kib();
     let verified_after_restart = verify(&reopened, &run, &receiver.state);
+    let rss_verified = rss_kib();
+    eprintln!(
+        "RSS: {:.1} MiB with baton running, {:.1} MiB 3 s after it stopped, {:.1} MiB after reopening the data \
+         directory, {:.1} MiB after reading it all back",
+        rss_running as f64 / 1024.0,
+        rss_stopped as f64 / 1024.0,
+        rss_reopened as f64 / 1024.0,
+        rss_verified as f64 / 1024.0,
+    );
     reopened.close().context("closing the reopened store")?;
     drop(reopened);
-    let restart_secs = stopped.elapsed().as_secs_f64();
+    let restart_secs = (stopped.elapsed() - STOP_SETTLE).as_secs_f64();
     let received = receiver.stop(&client);
     let disk_mib = dir_size(data_dir.path()) as f64 / (1 << 20) as f64;
 
@@ -290,6 +356,18 @@ impl Run {
         self.acknowledged[(n / 64) as usize] & (1 << (n % 64)) != 0
     }
 
+    /// RSS and data-directory growth (MiB) from the middle of the load to its end.
+    fn second_half_growth(&self) -> (f64, f64) {
+        let mid = self.samples.iter().find(|s| s.secs >= self.load_secs / 2.0 - 0.5);
+        match (mid, self.samples.last()) {
+            (Some(mid), Some(end)) => (
+                (end.rss_kib as f64 - mid.rss_kib as f64) / 1024.0,
+                (end.disk as f64 - mid.disk as f64) / (1 << 20) as f64,
+            ),
+            _ => (0.0, 0.0),
+        }
+    }
+
     /// Resident memory at the end of the warm-up and at the end of the load.
     fn rss_baseline_and_end(&self, warm_up: Duration) -> (u64, u64) {
         let baseline = self.samples.iter().find(|s| s.secs >= warm_up.as_secs_f64() - 0.5).or(self.samples.first());
@@ -305,7 +383,7 @@ fn op_of(n: u64, conversations: usize) -> Op {
 }
 
 /// Sets up the chatbot and channel, warms up, runs the load, drains the outbox and verifies.
-async fn soak(options: &Options, baton: &BatonServer, receiver: &Receiver) -> anyhow::Result<Outcome> {
+async fn soak(options: &Options, baton: &BatonServer, receiver: &Receiver, data_dir: &Path) -> anyhow::Result<Outcome> {
     let api = Api::new(&baton.address, &baton.admin_key)?;
     let chatbot = api.create_answering_chatbot().await?;
     api.configure_channel(&chatbot, &receiver.address).await?;
@@ -341,6 +419,7 @@ async fn soak(options: &Options, baton: &BatonServer, receiver: &Receiver) -> an
         Arc::clone(&receiver.state),
         Arc::clone(&done),
         options.report_every(),
+        data_dir.to_path_buf(),
     ));
     for driver in drivers {
         driver.await.context("a load task panicked")?;
@@ -359,6 +438,11 @@ async fn soak(options: &Options, baton: &BatonServer, receiver: &Receiver) -> an
     }
     let drain_secs = drain_start.elapsed().as_secs_f64();
     eprintln!("outbox: {pending} pending after {drain_secs:.1} s of draining (limit {:.0} s)", limit.as_secs_f64());
+    // Optionally stay idle a while: RSS without load shows what the allocator gives back.
+    for tick in 1..=options.idle_secs / 10 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        eprintln!("[idle {:>4} s] RSS {:.1} MiB", tick * 10, rss_kib() as f64 / 1024.0);
+    }
 
     let plan = Arc::into_inner(plan).context("a load task still holds the plan")?;
     let latency = plan.stats.latency.lock().expect("latency lock").clone();
@@ -595,6 +679,8 @@ struct Sample {
     ok: u64,
     rss_kib: u64,
     pending: usize,
+    /// Bytes in the data directory.
+    disk: u64,
 }
 
 /// Prints a progress line every `every`, and a last one when `done` is notified; returns the
@@ -605,8 +691,15 @@ async fn report_progress(
     receiver: Arc<ReceiverState>,
     done: Arc<tokio::sync::Notify>,
     every: Duration,
+    data_dir: std::path::PathBuf,
 ) -> Vec<Sample> {
-    let mut samples = vec![Sample { secs: 0.0, ok: 0, rss_kib: rss_kib(), pending: store.pending_deliveries() }];
+    let mut samples = vec![Sample {
+        secs: 0.0,
+        ok: 0,
+        rss_kib: rss_kib(),
+        pending: store.pending_deliveries(),
+        disk: dir_size(&data_dir),
+    }];
     let mut calls_before = (0, 0);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(plan.start) + every, every);
     loop {
@@ -618,17 +711,19 @@ async fn report_progress(
         let ok = Stats::total(&plan.stats.ok);
         let sent = Stats::total(&plan.stats.sent);
         let interval = std::mem::take(&mut *plan.stats.interval.lock().expect("latency lock"));
-        let sample = Sample { secs, ok, rss_kib: rss_kib(), pending: store.pending_deliveries() };
+        let sample =
+            Sample { secs, ok, rss_kib: rss_kib(), pending: store.pending_deliveries(), disk: dir_size(&data_dir) };
         let previous = samples.last().expect("at least the first sample");
         let rate = (ok - previous.ok) as f64 / (secs - previous.secs).max(1e-3);
         let calls = (receiver.calls.load(Relaxed), receiver.failed.load(Relaxed));
         eprintln!(
             "[{secs:>5.0} s] {rate:>6.0} ops/s ok (sent {sent}, ok {ok}), errors {:?}, p50 {:.1} ms p99 {:.1} ms, \
-             RSS {:.1} MiB, outbox pending {}, receiver +{} calls ({} answered 500)",
+             RSS {:.1} MiB, data dir {:.0} MiB, outbox pending {}, receiver +{} calls ({} answered 500)",
             plan.stats.errors(),
             interval.percentile(0.50).as_secs_f64() * 1e3,
             interval.percentile(0.99).as_secs_f64() * 1e3,
             sample.rss_kib as f64 / 1024.0,
+            sample.disk as f64 / (1 << 20) as f64,
             sample.pending,
             calls.0 - calls_before.0,
             calls.1 - calls_before.1,
@@ -875,6 +970,46 @@ fn verify(store: &Store, run: &Run, receiver: &ReceiverState) -> Verification {
     v
 }
 
+/// The run's data directory.
+#[derive(Debug)]
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// `SOAK_OPEN_DIR=path`: what a kept data directory costs in memory in a fresh process, with
+/// nothing else running: RSS before opening it, after opening it (sled's recovery builds its
+/// page table and segment bookkeeping), and after reading every key and value twice (the
+/// cache fills up to its capacity).
+fn measure_open(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let before = rss_kib();
+    let started = Instant::now();
+    let config = StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: cache_mib << 20, fsync: false };
+    let store = Store::open(&config)?;
+    let opened = rss_kib();
+    let open_secs = started.elapsed().as_secs_f64();
+    store.checksum()?;
+    let read_once = rss_kib();
+    store.checksum()?;
+    let read_twice = rss_kib();
+    println!(
+        "open {}: data dir {:.0} MiB, sled cache {cache_mib} MiB; RSS {:.1} MiB before opening, {:.1} MiB once \
+         open ({open_secs:.1} s), {:.1} MiB after reading everything, {:.1} MiB after reading it again",
+        dir.display(),
+        dir_size(dir) as f64 / (1 << 20) as f64,
+        mib(before),
+        mib(opened),
+        mib(read_once),
+        mib(read_twice),
+    );
+    store.close()?;
+    Ok(())
+}
+
 /// Opens the data directory again once baton let go of it (bounded wait).
 fn reopen(config: &StoreConfig) -> anyhow::Result<Store> {
     let give_up = Instant::now() + Duration::from_secs(10);
@@ -900,8 +1035,10 @@ struct Calls {
 #[derive(Debug, Default)]
 struct ReceiverState {
     calls: AtomicU64,
-    /// Calls answered 500 (every [`FAIL_EVERY`]th).
+    /// Calls answered 500 (every `fail_every`th).
     failed: AtomicU64,
+    /// Every this-many-th call fails; 0: none.
+    fail_every: u64,
     takeover_calls: AtomicU64,
     by_webhook_id: Mutex<HashMap<Uuid, Calls>>,
 }
@@ -921,7 +1058,8 @@ async fn receive(request: HttpRequest, state: web::Data<ReceiverState>) -> HttpR
     if request.path() == "/takeover" {
         state.takeover_calls.fetch_add(1, Relaxed);
     }
-    let fail = call % FAIL_EVERY == FAIL_EVERY - 1;
+    let every = state.fail_every;
+    let fail = every > 0 && call % every == every - 1;
     let webhook_id = request.headers().get("webhook-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if let Some(id) = webhook_id {
         let mut seen = state.by_webhook_id.lock().expect("receiver lock");
@@ -939,11 +1077,12 @@ async fn receive(request: HttpRequest, state: web::Data<ReceiverState>) -> HttpR
 
 impl Receiver {
     /// Starts the receiver with room for `expected_calls` webhook ids reserved up front.
-    fn start(expected_calls: usize) -> anyhow::Result<Self> {
+    fn start(expected_calls: usize, fail_every: u64) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(ReceiverState {
             by_webhook_id: Mutex::new(HashMap::with_capacity(expected_calls)),
+            fail_every,
             ..ReceiverState::default()
         });
         let data = web::Data::from(Arc::clone(&state));
@@ -1072,9 +1211,9 @@ fn print_results(
     println!();
     println!(
         "soak: {:.0} s at {} ops/s open loop over {} conversations, fsync on, {workers} HTTP workers, \
-         sled cache {cache_mib} MiB; webhook receiver answers 500 to every {FAIL_EVERY}rd call, \
+         sled cache {cache_mib} MiB; webhook receiver answers 500 to every {}-th call (0: none), \
          retries after {RETRY_SCHEDULE_SECS:?} s",
-        run.load_secs, options.rate, options.conversations
+        run.load_secs, options.rate, options.conversations, options.fail_every
     );
     println!(
         "operations: {sent} sent, {ok} ok = {throughput:.0} ops/s; errors {errors:?}; latency p50 {:.2} ms, \
@@ -1098,6 +1237,17 @@ fn print_results(
     for (secs, kib) in &minutes {
         println!("  at {secs:>5.0} s: {:.1} MiB", mib(*kib));
     }
+    // Growth over the second half of the load, per minute and per GiB the data directory grew:
+    // sled's bookkeeping grows with the database, so the second figure is the one to compare.
+    let (half_rss, half_disk) = run.second_half_growth();
+    println!(
+        "RSS over the second half of the load: {:+.1} MiB ({:+.1} MiB/min) while the data directory grew \
+         {:.0} MiB ({:+.1} MiB of RSS per GiB)",
+        half_rss,
+        half_rss / (run.load_secs / 120.0).max(1e-3),
+        half_disk,
+        if half_disk > 0.0 { half_rss / half_disk * 1024.0 } else { 0.0 },
+    );
     println!(
         "outbox: {} pending after {:.1} s of draining; receiver: {calls} calls, {failed} answered 500, \
          {ids} webhook ids, {retried} retried, {repeated} answered 2xx more than once",
@@ -1154,6 +1304,8 @@ fn print_results(
             "end": mib(end),
             "growth": growth as f64 / 1024.0,
             "after_drain": mib(run.rss_after_drain_kib),
+            "second_half_growth": half_rss,
+            "data_dir_second_half_growth_mib": half_disk.round(),
             "by_minute": minutes.iter().map(|(secs, kib)| json!({ "secs": secs.round(), "mib": mib(*kib) })).collect::<Vec<_>>(),
         },
         "outbox": { "pending_after_drain": run.pending_after_drain, "drain_secs": (run.drain_secs * 10.0).round() / 10.0 },
