@@ -5,14 +5,14 @@
 # The deletes that would remove the fixture itself (the key in use, the chatbot, its contact)
 # are left out; tests/api/fuzz.rs and tests/api/openapi.rs drive them.
 #
-# Usage: .ci/schemathesis.sh [BATON_BINARY]   (default: target/debug/baton, built if missing)
+# Usage: .ci/schemathesis.sh [BATON_BINARY]   (default: $CARGO_TARGET_DIR/debug/baton, built if missing)
 # Env:   SCHEMATHESIS_MAX_EXAMPLES (default 25), SCHEMATHESIS_VERSION (pinned below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version="${SCHEMATHESIS_VERSION:-4.32.5}"
 venv="target/ci-venv"
-binary="${1:-target/debug/baton}"
+binary="${1:-${CARGO_TARGET_DIR:-target}/debug/baton}"
 port="${SCHEMATHESIS_PORT:-18181}"
 base="http://127.0.0.1:${port}"
 
@@ -47,10 +47,12 @@ BATON_AI__OPENAI__BASE_URL="http://127.0.0.1:$((port + 1))" BATON_AI__OPENAI__AP
 server=$!
 trap 'kill "$server" "$model" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 
-for _ in $(seq 1 100); do
-  curl -sf "$base/healthz" >/dev/null && break
+ready=""
+for _ in $(seq 1 300); do
+  curl -sf "$base/healthz" >/dev/null && { ready=1; break; }
   sleep 0.1
 done
+[[ -n "$ready" ]] || { echo "schemathesis: baton did not start; its log follows" >&2; cat "$log" >&2; exit 1; }
 key="$(cat "$data/db/admin.key")"
 
 # A fixture, so path parameters name real objects and operations get past their 404s.
