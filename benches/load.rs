@@ -8,6 +8,7 @@
 //! `LOAD_CONNECTIONS` (64), `LOAD_CONVERSATIONS` (10000), `LOAD_RATE` (open loop, msgs/s;
 //! unset = closed loop), `LOAD_FSYNC=0` (measure without durability).
 //! `cargo bench --bench load -- --test` runs a tiny version as a smoke test.
+//! `benches/curves.sh` runs it across connections, conversations and open-loop rates.
 //!
 //! Prints a table, then the same figures as JSON on the last line of stdout.
 
