@@ -31,7 +31,8 @@ build() {
     local exe
     wait_for_quiet
     exe=$(cargo bench --bench load --no-run --message-format=json 2>/dev/null |
-        jq -r 'select(.executable != null) | .executable' | tail -1)
+        jq -r 'select(.executable != null and .target.name == "load" and .target.kind == ["bench"]) | .executable')
+    [[ -x $exe ]] || { echo "no load bench executable (build failed?)" >&2; exit 1; }
     cp "$exe" "$OUT/load-bench"
 }
 

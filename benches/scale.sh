@@ -64,7 +64,8 @@ stop() {
     wait "$SERVER" || true
     SERVER=
 }
-trap '[[ -n $SERVER ]] && kill -TERM "$SERVER" 2>/dev/null; true' EXIT
+SAMPLER=
+trap '[[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null; [[ -n $SERVER ]] && kill -TERM "$SERVER" 2>/dev/null; true' EXIT
 
 # Drops DIR's files from the page cache (only those), so the next start reads them from disk.
 evict() {
@@ -146,6 +147,7 @@ memory() {
     sample 15
     drive "$dir" memory-passivate --conversations 300000 --messages 300000 --connections 64
     kill "$SAMPLER"
+    SAMPLER=
     memory_line "300,000 conversations driven"
     sleep 20
     memory_line "20 s later"
@@ -163,6 +165,7 @@ million() {
         sample 30
         drive "$full" million-fill --conversations 1000000 --messages 1000000 --connections 64
         kill "$SAMPLER"
+        SAMPLER=
         memory_line "filled"
         stop
         touch "$full/filled"
