@@ -12,6 +12,9 @@
 //!
 //! Prints a table, then the same figures as JSON on the last line of stdout.
 
+#[path = "common/baton_server.rs"]
+mod baton_server;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::thread::JoinHandle;
@@ -20,8 +23,9 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use baton::load::{self, LoadConfig, LoadReport, MESSAGE_TEXT};
-use baton::{Application, Settings};
+use baton::Settings;
 use baton_actors::store::Store;
+use baton_server::BatonServer;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -166,48 +170,6 @@ async fn create_answering_chatbot(address: &str, key: &str) -> anyhow::Result<St
         post(&format!("/v1/chatbots/{bot}/conversations/handle"), probe).await?.error_for_status()?.json().await?;
     anyhow::ensure!(answer["replies"][0]["text"] == RULE_REPLY, "the rule did not answer the probe: {answer}");
     Ok(bot)
-}
-
-/// baton on its own thread and actix System, like `tests/api/helpers.rs` starts it.
-#[derive(Debug)]
-struct BatonServer {
-    address: String,
-    admin_key: String,
-    store: Store,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl BatonServer {
-    fn start(settings: Settings) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let app = match Application::build(settings).await {
-                    Ok(app) => app,
-                    Err(error) => return drop(ready_tx.send(Err(error))),
-                };
-                let _ = ready_tx.send(Ok((app.port(), app.bootstrap_key().map(str::to_string), app.store())));
-                if let Err(error) = app.run_until(async { drop(shutdown_rx.await) }).await {
-                    eprintln!("baton stopped with an error: {error:#}");
-                }
-            });
-        });
-        let (port, key, store) = ready_rx.recv().context("baton thread died")??;
-        Ok(Self {
-            address: format!("http://127.0.0.1:{port}"),
-            admin_key: key.context("a fresh data dir yields an admin key")?,
-            store,
-            shutdown,
-            thread,
-        })
-    }
-
-    fn stop(self) {
-        let _ = self.shutdown.send(());
-        let _ = self.thread.join();
-    }
 }
 
 /// The baseline: a bare actix-web server whose one route parses the same JSON as `handle`.

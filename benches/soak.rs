@@ -32,6 +32,9 @@
 //! `cargo bench` passes; `cargo test --benches` does not). Prints a summary, then a JSON line
 //! last on stdout.
 
+#[path = "common/baton_server.rs"]
+mod baton_server;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::Path;
@@ -43,9 +46,10 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use baton::load::{self, Histogram, LoadConfig, MESSAGE_TEXT, REQUEST_TIMEOUT};
-use baton::{Application, Settings};
+use baton::Settings;
 use baton_actors::model::{ChatbotId, ConversationId, DeliveryKind, DeliveryStatus, Message, Role};
 use baton_actors::store::{Store, StoreConfig};
+use baton_server::BatonServer;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -1116,51 +1120,6 @@ impl Receiver {
         runtime.block_on(self.handle.stop(true));
         let _ = self.thread.join();
         self.state
-    }
-}
-
-/// baton on its own thread and actix System, as `benches/load.rs` starts it.
-#[derive(Debug)]
-struct BatonServer {
-    address: String,
-    admin_key: String,
-    store: Store,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl BatonServer {
-    fn start(settings: Settings) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let app = match Application::build(settings).await {
-                    Ok(app) => app,
-                    Err(error) => return drop(ready_tx.send(Err(error))),
-                };
-                let _ = ready_tx.send(Ok((app.port(), app.bootstrap_key().map(str::to_string), app.store())));
-                if let Err(error) = app.run_until(async { drop(shutdown_rx.await) }).await {
-                    eprintln!("baton stopped with an error: {error:#}");
-                }
-            });
-        });
-        let (port, key, store) = ready_rx.recv().context("baton thread died")??;
-        Ok(Self {
-            address: format!("http://127.0.0.1:{port}"),
-            admin_key: key.context("a fresh data dir yields an admin key")?,
-            store,
-            shutdown,
-            thread,
-        })
-    }
-
-    /// Stops baton gracefully and waits for its thread; the data directory is free afterwards.
-    fn stop(self) {
-        let Self { store, shutdown, thread, .. } = self;
-        drop(store);
-        let _ = shutdown.send(());
-        let _ = thread.join();
     }
 }
 
