@@ -299,20 +299,10 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Forgets provider message ids older than `retention_secs`, every hour.
 fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) -> tokio::task::JoinHandle<()> {
-    actix_rt::spawn(async move {
-        let mut every = tokio::time::interval(DEDUPE_SWEEP_EVERY);
-        loop {
-            every.tick().await;
-            let store = store.clone();
-            let cutoff = chrono::Utc::now() - chrono::Duration::seconds(retention_secs as i64);
-            match tokio::task::spawn_blocking(move || store.expire_dedupe(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "forgot old provider message ids"),
-                Ok(Err(error)) => tracing::warn!(%error, "dedupe sweep failed"),
-                _ => {}
-            }
-        }
-    })
+    let keep = chrono::Duration::seconds(retention_secs as i64);
+    spawn_sweeper(store, DEDUPE_SWEEP_EVERY, keep, "forgot old provider message ids", Store::expire_dedupe)
 }
 
 /// Deletes messages older than the retention period every `retention_sweep_secs`; no task
@@ -323,20 +313,33 @@ fn spawn_retention_sweeper(
 ) -> Option<tokio::task::JoinHandle<()>> {
     let keep = settings.message_retention()?;
     let period = settings.retention_sweep_every();
-    Some(actix_rt::spawn(async move {
-        let mut every = tokio::time::interval(period);
+    Some(spawn_sweeper(store, period, keep, "deleted messages past their retention", Store::expire_messages))
+}
+
+/// Runs `sweep` (on a blocking thread) every `period` with the cutoff `now - keep`, logging
+/// `done` with how many records went. The first sweep comes one period after start, so a
+/// start on a large store does not begin with a full scan.
+fn spawn_sweeper(
+    store: Store,
+    period: Duration,
+    keep: chrono::Duration,
+    done: &'static str,
+    sweep: fn(&Store, chrono::DateTime<chrono::Utc>) -> Result<usize, baton_actors::store::StoreError>,
+) -> tokio::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             let store = store.clone();
             let cutoff = chrono::Utc::now() - keep;
-            match tokio::task::spawn_blocking(move || store.expire_messages(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "deleted messages past their retention"),
-                Ok(Err(error)) => tracing::warn!(%error, "message retention sweep failed"),
+            match tokio::task::spawn_blocking(move || sweep(&store, cutoff)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "{done}"),
+                Ok(Err(error)) => tracing::warn!(%error, "sweep failed: {done}"),
                 _ => {}
             }
         }
-    }))
+    })
 }
 
 /// Logs each request at debug level (method, path, status, time); free when debug is off.
