@@ -2,15 +2,16 @@
 //!
 //! Writes return a [`CommitTicket`]; a change is acknowledged to a client only after
 //! [`Store::durable`] resolves for its ticket (see [`commit`]). Everything a conversation
-//! actor changes in one turn is written in one sled transaction, so a crash leaves either
-//! all of a turn or none of it.
+//! actor changes in one turn is written as one journaled batch (see [`journal`]), so a crash
+//! leaves either all of a turn or none of it.
 
 pub mod commit;
+pub mod journal;
 pub mod keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -66,9 +67,6 @@ pub struct StoreConfig {
     /// Make every acknowledged write durable (group commit). Off only to measure its cost.
     pub fsync: bool,
 }
-
-/// A key and its value, as written.
-type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// The first answer to a provider message id, replayed to retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +154,8 @@ struct Trees {
     sessions_by_conversation: Tree,
     /// conversation ++ transfer → ()
     transfers_by_conversation: Tree,
+    /// The batch being applied, while it is (see [`journal`]).
+    journal: Tree,
 }
 
 #[derive(Debug)]
@@ -166,6 +166,9 @@ struct Inner {
     path: PathBuf,
     /// Writes still to fail with an injected I/O error ([`StoreFaults`]); `u64::MAX` = all.
     failing_writes: AtomicU64,
+    /// Held while a journaled batch is applied, and by the writes that must not see half of
+    /// one (see [`journal`]).
+    writer: Mutex<()>,
 }
 
 /// The store handle; cheap to clone.
@@ -253,10 +256,24 @@ impl Store {
             ai_contexts: tree("ai_contexts")?,
             sessions_by_conversation: tree("sessions_by_conversation")?,
             transfers_by_conversation: tree("transfers_by_conversation")?,
+            journal: tree("journal")?,
         };
+        let replayed = journal::replay(&db, &trees.journal)?;
+        if replayed > 0 {
+            tracing::warn!(changes = replayed, "completed a write interrupted by a crash");
+        }
         let db_file = std::fs::File::open(path.join("db")).map_err(StoreError::Io)?;
         let commit = GroupCommit::start(db.clone(), db_file, config.fsync)?;
-        let store = Self { inner: Arc::new(Inner { db, trees, commit, path, failing_writes: AtomicU64::new(0) }) };
+        let store = Self {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                commit,
+                path,
+                failing_writes: AtomicU64::new(0),
+                writer: Mutex::new(()),
+            }),
+        };
         store.inner.trees.meta.insert("schema_version", &1u32.to_be_bytes())?;
         Ok(store)
     }
@@ -272,6 +289,24 @@ impl Store {
 
     fn ticket(&self) -> CommitTicket {
         self.inner.commit.ticket()
+    }
+
+    /// The writer lock: journaled batches and the transactions over the same trees take it,
+    /// so none of them sees half of another.
+    fn exclusive(&self) -> MutexGuard<'_, ()> {
+        self.inner.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `batch` atomically (see [`journal`]).
+    fn apply(&self, batch: journal::Batch<'_>) -> Result<CommitTicket, StoreError> {
+        if batch.is_empty() {
+            return Ok(CommitTicket::NONE);
+        }
+        {
+            let _writer = self.exclusive();
+            batch.apply(&self.trees().journal)?;
+        }
+        Ok(self.ticket())
     }
 
     /// Resolves once `ticket` is on disk.
@@ -563,7 +598,7 @@ impl Store {
     }
 
     /// Applies one actor turn atomically.
-    pub fn write_conversation<'s>(&'s self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
+    pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
         self.check_write()?;
         let t = self.trees();
         let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;
@@ -582,94 +617,59 @@ impl Store {
             }
             None => None,
         };
-        // Collect the writes per tree, then run one transaction over just the trees touched
-        // (fewer trees, fewer locks on the hot path).
-        let mut writes: Vec<(&Tree, Vec<KeyValue>)> = Vec::with_capacity(7);
-        let mut removals: Vec<(&Tree, Vec<u8>)> = Vec::new();
-        let mut put = |tree: &'s Tree, key: Vec<u8>, value: Vec<u8>| match writes
-            .iter_mut()
-            .find(|(t, _)| std::ptr::eq(*t, tree))
-        {
-            Some((_, entries)) => entries.push((key, value)),
-            None => writes.push((tree, vec![(key, value)])),
-        };
+        let mut batch = journal::Batch::default();
         if let Some((c, bytes)) = conversation {
             if write.created {
-                put(
+                batch.put(
                     &t.conv_by_bot,
                     join(&[c.chatbot_id.as_bytes(), &u64_be(millis(c.created_at)), c.id.as_bytes()]),
                     Vec::new(),
                 );
-                put(&t.conv_by_contact, join(&[c.contact_id.as_bytes(), c.id.as_bytes()]), Vec::new());
+                batch.put(&t.conv_by_contact, join(&[c.contact_id.as_bytes(), c.id.as_bytes()]), Vec::new());
             }
-            put(&t.conversations, c.id.as_bytes().to_vec(), bytes);
+            batch.put(&t.conversations, c.id.as_bytes().to_vec(), bytes);
         }
         if let Some((id, bytes)) = contact {
-            put(&t.contacts, id.as_bytes().to_vec(), bytes);
+            batch.put(&t.contacts, id.as_bytes().to_vec(), bytes);
         }
         for (key, bytes) in messages {
-            put(&t.messages, key, bytes);
+            batch.put(&t.messages, key, bytes);
         }
         if let Some((key, record)) = dedupe {
-            put(&t.dedupe, key, record);
+            batch.put(&t.dedupe, key, record);
         }
         if let Some(session) = write.session {
-            put(&t.sessions, session.id.as_bytes().to_vec(), encode(session)?);
-            put(&t.sessions_by_tenant, session_index(session), Vec::new());
-            put(
+            batch.put(&t.sessions, session.id.as_bytes().to_vec(), encode(session)?);
+            batch.put(&t.sessions_by_tenant, session_index(session), Vec::new());
+            batch.put(
                 &t.sessions_by_conversation,
                 join(&[session.conversation_id.as_bytes(), session.id.as_bytes()]),
                 Vec::new(),
             );
         }
         for delivery in write.deliveries {
-            put(&t.outbox, delivery.id.as_bytes().to_vec(), encode(delivery)?);
-            put(&t.outbox_by_tenant, join(&[delivery.tenant_id.as_bytes(), delivery.id.as_bytes()]), Vec::new());
-            put(&t.outbox_due, due_key(delivery), Vec::new());
+            batch.put(&t.outbox, delivery.id.as_bytes().to_vec(), encode(delivery)?);
+            batch.put(&t.outbox_by_tenant, join(&[delivery.tenant_id.as_bytes(), delivery.id.as_bytes()]), Vec::new());
+            batch.put(&t.outbox_due, due_key(delivery), Vec::new());
             if let Some(key) = order_key(delivery) {
-                put(&t.outbox_conv, key, Vec::new());
+                batch.put(&t.outbox_conv, key, Vec::new());
             }
         }
-        let mut dequeue = None;
         if let Some(transfer) = write.transfer {
-            put(&t.transfers, transfer.id.as_bytes().to_vec(), encode(transfer)?);
-            put(&t.transfers_by_tenant, transfer_index(transfer), Vec::new());
-            put(
+            batch.put(&t.transfers, transfer.id.as_bytes().to_vec(), encode(transfer)?);
+            batch.put(&t.transfers_by_tenant, transfer_index(transfer), Vec::new());
+            batch.put(
                 &t.transfers_by_conversation,
                 join(&[transfer.conversation_id.as_bytes(), transfer.id.as_bytes()]),
                 Vec::new(),
             );
             if transfer.status == TransferStatus::Active && transfer.assigned_at.is_none() {
-                put(&t.transfer_queue, queue_key(transfer), Vec::new());
+                batch.put(&t.transfer_queue, queue_key(transfer), Vec::new());
             } else {
-                dequeue = Some(queue_key(transfer));
+                batch.remove(&t.transfer_queue, queue_key(transfer));
             }
         }
-        if let Some(key) = dequeue {
-            // The queue tree joins the transaction so the entry leaves it atomically.
-            if !writes.iter().any(|(t2, _)| std::ptr::eq(*t2, &t.transfer_queue)) {
-                writes.push((&t.transfer_queue, Vec::new()));
-            }
-            removals.push((&t.transfer_queue, key));
-        }
-        if writes.is_empty() {
-            return Ok(CommitTicket::NONE);
-        }
-        let trees: Vec<&Tree> = writes.iter().map(|(t, _)| *t).collect();
-        trees.as_slice().transaction(|tx| {
-            for (tree, (_, entries)) in tx.iter().zip(&writes) {
-                for (key, value) in entries {
-                    tree.insert(key.as_slice(), value.as_slice())?;
-                }
-            }
-            for (tree, key) in &removals {
-                if let Some(at) = writes.iter().position(|(t2, _)| std::ptr::eq(*t2, *tree)) {
-                    tx[at].remove(key.as_slice())?;
-                }
-            }
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
-        })?;
-        Ok(self.ticket())
+        self.apply(batch)
     }
 
     /// The answer first given to `provider_message_id` in a conversation, if still kept.
@@ -788,6 +788,7 @@ impl Store {
         let by_contact = join(&[c.contact_id.as_bytes(), c.id.as_bytes()]);
         // The record and its index entries go first and together: once they are gone the
         // conversation is unreachable, so a crash before the rest leaves only invisible rows.
+        let _writer = self.exclusive();
         [&t.conversations, &t.conv_by_bot, &t.conv_by_contact].as_slice().transaction(|tx| {
             tx[0].remove(c.id.as_bytes().as_slice())?;
             tx[1].remove(by_bot.as_slice())?;
@@ -980,6 +981,7 @@ impl Store {
             };
             let Some(key) = oldest.transpose()? else { return Ok(None) };
             let Some(id) = TransferId::from_slice(&key[key.len() - 16..]) else { return Ok(None) };
+            let _writer = self.exclusive();
             let claimed = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
                 if tx[1].get(&key)?.is_none() {
                     return Ok(None); // somebody else took it; look again
@@ -1013,6 +1015,7 @@ impl Store {
     ) -> Result<Option<(Transfer, CommitTicket)>, StoreError> {
         self.check_write()?;
         let t = self.trees();
+        let _writer = self.exclusive();
         let result = [&t.transfers, &t.transfer_queue].as_slice().transaction(|tx| {
             let Some(bytes) = tx[0].get(id.as_bytes())? else { return Ok(None) };
             let mut transfer: Transfer = decode("transfers", &bytes).map_err(ConflictableTransactionError::Abort)?;
@@ -1139,22 +1142,23 @@ impl Store {
         self.check_write()?;
         let t = self.trees();
         let record = encode(d)?;
-        [&t.outbox, &t.outbox_due, &t.outbox_conv].as_slice().transaction(|tx| {
-            // A delivery deleted meanwhile (its contact was erased) is not brought back.
-            let Some(old) = tx[0].get(d.id.as_bytes())? else { return Ok(()) };
-            let old: Delivery = decode("outbox", &old).map_err(ConflictableTransactionError::Abort)?;
-            tx[1].remove(due_key(&old))?;
-            tx[0].insert(d.id.as_bytes().as_slice(), record.as_slice())?;
-            if d.status == DeliveryStatus::Pending {
-                tx[1].insert(due_key(d), &[])?;
-                if let Some(key) = order_key(d) {
-                    tx[2].insert(key, &[])?;
-                }
-            } else if let Some(key) = order_key(d) {
-                tx[2].remove(key)?;
+        let writer = self.exclusive();
+        // A delivery deleted meanwhile (its contact was erased) is not brought back.
+        let Some(old) = t.outbox.get(d.id.as_bytes())? else { return Ok(CommitTicket::NONE) };
+        let old: Delivery = decode("outbox", &old)?;
+        let mut batch = journal::Batch::default();
+        batch.remove(&t.outbox_due, due_key(&old));
+        batch.put(&t.outbox, d.id.as_bytes().to_vec(), record);
+        if d.status == DeliveryStatus::Pending {
+            batch.put(&t.outbox_due, due_key(d), Vec::new());
+            if let Some(key) = order_key(d) {
+                batch.put(&t.outbox_conv, key, Vec::new());
             }
-            Ok(())
-        })?;
+        } else if let Some(key) = order_key(d) {
+            batch.remove(&t.outbox_conv, key);
+        }
+        batch.apply(&t.journal)?;
+        drop(writer);
         Ok(self.ticket())
     }
 
@@ -1332,16 +1336,16 @@ impl Store {
                 }
             }
         }
-        for (tenant_key, d) in &doomed {
-            [&t.outbox, &t.outbox_due, &t.outbox_conv, &t.outbox_by_tenant].as_slice().transaction(|tx| {
-                tx[0].remove(d.id.as_bytes().as_slice())?;
-                tx[1].remove(due_key(d))?;
-                if let Some(key) = order_key(d) {
-                    tx[2].remove(key)?;
-                }
-                tx[3].remove(tenant_key.as_slice())?;
-                Ok::<(), ConflictableTransactionError<StoreError>>(())
-            })?;
+        for (tenant_key, d) in doomed.iter() {
+            let mut batch = journal::Batch::default();
+            batch.remove(&t.outbox, d.id.as_bytes().to_vec());
+            batch.remove(&t.outbox_due, due_key(d));
+            if let Some(key) = order_key(d) {
+                batch.remove(&t.outbox_conv, key);
+            }
+            batch.remove(&t.outbox_by_tenant, tenant_key.clone());
+            let _writer = self.exclusive();
+            batch.apply(&t.journal)?;
         }
         // Order entries left behind by a record rewritten since (defensive: they name the conversation).
         for conversation in conversations {
