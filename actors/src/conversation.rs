@@ -874,7 +874,7 @@ impl ConversationActor {
         }
         let deliveries = self.deliveries(turn, paused)?;
         let ticket = self.store.write_conversation(&ConversationWrite {
-            conversation: Some(&turn.conversation),
+            conversation: (!self.follows_from_messages(turn)).then_some(&turn.conversation),
             created: turn.created,
             contact: turn.contact.as_ref().filter(|_| turn.contact_changed),
             messages: &turn.messages,
@@ -894,6 +894,26 @@ impl ConversationActor {
             self.registry.wake_outbox();
         }
         Ok(ticket.max(turn.ticket))
+    }
+
+    /// Whether the turn changed nothing in the conversation record but what the store derives
+    /// from its newest message (`next_seq`, `last_message_at`, `updated_at`), so the record
+    /// need not be rewritten: the common turn, a message and its replies.
+    fn follows_from_messages(&self, turn: &Turn) -> bool {
+        let (Some(before), Some(newest)) = (self.conversation.as_ref(), turn.messages.last()) else { return false };
+        let after = &turn.conversation;
+        if turn.created
+            || after.next_seq != newest.seq + 1
+            || after.last_message_at != Some(newest.created_at)
+            || after.updated_at != newest.created_at
+        {
+            return false;
+        }
+        let mut unchanged = before.clone();
+        unchanged.next_seq = after.next_seq;
+        unchanged.last_message_at = after.last_message_at;
+        unchanged.updated_at = after.updated_at;
+        unchanged == *after
     }
 
     /// The webhook calls a turn causes: replies and agent messages to the reply webhook, and

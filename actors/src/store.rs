@@ -81,6 +81,8 @@ pub struct HandleOutcome {
 /// Everything one turn of a conversation actor writes, applied atomically.
 #[derive(Debug, Default)]
 pub struct ConversationWrite<'a> {
+    /// The conversation record, when the turn changed more than what follows from its
+    /// messages (`next_seq`, `last_message_at`, `updated_at`: see `Store::conversation`).
     pub conversation: Option<&'a Conversation>,
     /// Set when the conversation is new: its index entries are written too.
     pub created: bool,
@@ -207,6 +209,12 @@ impl StoreFaults<'_> {
         self.store.inner.failing_writes.store(0, Ordering::SeqCst);
         self.fail_durability(false);
     }
+}
+
+/// Only the time of a stored message; the rest of the record is skipped, not built.
+#[derive(Deserialize)]
+struct Created {
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -594,7 +602,25 @@ impl Store {
 
     /// A conversation by id.
     pub fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
-        self.get(&self.trees().conversations, "conversations", id.as_bytes())
+        self.get::<Conversation>(&self.trees().conversations, "conversations", id.as_bytes())?
+            .map(|c| self.with_newest_message(c))
+            .transpose()
+    }
+
+    /// `c` with `next_seq`, `last_message_at` and `updated_at` brought up to its newest stored
+    /// message. A turn that only appends messages does not rewrite the conversation record
+    /// (see [`ConversationWrite::conversation`]): those three fields follow from the messages.
+    fn with_newest_message(&self, mut c: Conversation) -> Result<Conversation, StoreError> {
+        let Some(entry) = self.trees().messages.scan_prefix(c.id.as_bytes()).next_back() else { return Ok(c) };
+        let (key, value) = entry?;
+        let seq = keys::read_u64_be(&key, 16).unwrap_or(0);
+        if seq >= c.next_seq {
+            let Created { created_at } = decode("messages", &value)?;
+            c.next_seq = seq + 1;
+            c.last_message_at = Some(c.last_message_at.map_or(created_at, |at| at.max(created_at)));
+            c.updated_at = c.updated_at.max(created_at);
+        }
+        Ok(c)
     }
 
     /// Applies one actor turn atomically.
@@ -1378,19 +1404,15 @@ impl Store {
         Ok(self.ticket())
     }
 
-    /// Deletes messages created before `cutoff`; returns how many. Conversation records (and
-    /// their `next_seq`) are untouched, so later messages keep their `seq` and new ones continue
-    /// the numbering. Each conversation is read from its oldest message and left at the first
+    /// Deletes messages created before `cutoff`; returns how many. Later messages keep their
+    /// `seq` and new ones continue the numbering: when a conversation's newest message goes, its
+    /// record is rewritten with what followed from that message, in the same batch. Each conversation is read from its oldest message and left at the first
     /// one that is young enough (messages are stored in creation order), so a sweep costs the
     /// expired messages plus one read per conversation.
     pub fn expire_messages(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
         self.check_write()?;
-        /// Only the field the sweep needs; the rest of the record is skipped, not built.
-        #[derive(Deserialize)]
-        struct Created {
-            created_at: chrono::DateTime<chrono::Utc>,
-        }
-        let tree = &self.trees().messages;
+        let t = self.trees();
+        let tree = &t.messages;
         let mut expired = 0;
         let mut from: Vec<u8> = Vec::new();
         while let Some(first) = tree.range(from.as_slice()..).keys().next() {
@@ -1399,17 +1421,29 @@ impl Store {
                 from = join(&[&first, &[0]]);
                 continue;
             };
-            let mut batch = sled::Batch::default();
+            let mut batch = journal::Batch::default();
+            let mut all = true;
             for entry in tree.scan_prefix(&conversation) {
                 let (key, value) = entry?;
                 let created: Created = decode("messages", &value)?;
                 if created.created_at >= cutoff {
+                    all = false;
                     break;
                 }
-                batch.remove(key);
+                batch.remove(tree, key.to_vec());
                 expired += 1;
             }
-            tree.apply_batch(batch)?;
+            let _writer = self.exclusive();
+            if all {
+                // The newest message goes too: the record takes over what followed from it
+                // (`with_newest_message`), so numbering continues where it was.
+                if let Some(c) =
+                    ConversationId::from_slice(&conversation).map(|id| self.conversation(id)).transpose()?.flatten()
+                {
+                    batch.put(&t.conversations, c.id.as_bytes().to_vec(), encode(&c)?);
+                }
+            }
+            batch.apply(&t.journal)?;
             // Past every key of this conversation (conversation ++ 8-byte seq).
             from = join(&[&conversation, &[0xff; 9]]);
         }
@@ -1519,6 +1553,42 @@ mod tests {
             whatsapp_flow: None,
             created_at,
         }
+    }
+
+    #[test]
+    fn a_record_not_rewritten_by_appending_turns_reads_with_the_numbering_and_time_of_its_newest_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        let write = |conversation, created, messages: &[Message]| {
+            let _ = store
+                .write_conversation(&ConversationWrite {
+                    conversation,
+                    created,
+                    messages,
+                    ..ConversationWrite::default()
+                })
+                .expect("written");
+        };
+        write(Some(&c), true, &[]);
+        let at = c.created_at + chrono::Duration::seconds(5);
+        write(None, false, &[message(c.id, 1, at), message(c.id, 2, at)]);
+        let later = at + chrono::Duration::seconds(5);
+        write(None, false, &[message(c.id, 3, later)]);
+
+        let read = store.conversation(c.id).expect("read").expect("there");
+        assert_eq!((read.next_seq, read.last_message_at, read.updated_at), (4, Some(later), later));
+
+        // Every message expires: the record takes the numbering over, so it continues at 4.
+        assert_eq!(store.expire_messages(later + chrono::Duration::seconds(1)).expect("sweep"), 3);
+        let store = {
+            store.close().expect("closes");
+            drop(store);
+            open(dir.path())
+        };
+        let read = store.conversation(c.id).expect("read").expect("there");
+        assert_eq!((read.next_seq, read.last_message_at), (4, Some(later)), "numbering survives the sweep");
+        assert!(store.messages(c.id, 0, 10).expect("read").is_empty());
     }
 
     #[test]
