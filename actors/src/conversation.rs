@@ -3,7 +3,7 @@
 //! Every change to a conversation arrives here as a message, so a provider's message and an
 //! agent's pause never interleave. A turn computes the new state with the pure engine (rules,
 //! flows, templating), collects everything it changes in a [`Turn`], writes it all in one
-//! store transaction, updates memory only after that write succeeded, and answers with a
+//! atomic store batch, updates memory only after that write succeeded, and answers with a
 //! commit ticket: the caller acknowledges once it is durable, while this actor is already
 //! free for the next message.
 //!
@@ -325,7 +325,7 @@ pub struct ConversationActor {
     load_error: Option<String>,
 }
 
-/// Everything one turn changes, written at its end in one transaction.
+/// Everything one turn changes, written at its end in one atomic batch.
 #[derive(Debug)]
 struct Turn {
     bot: Arc<BotConfig>,

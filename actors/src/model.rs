@@ -806,7 +806,7 @@ impl DeliveryStatus {
     }
 }
 
-/// An outbound webhook call, written to the outbox in the same transaction as the change
+/// An outbound webhook call, written to the outbox in the same atomic batch as the change
 /// that caused it and delivered by the webhook actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {

@@ -1,7 +1,7 @@
 //! The webhook actor: delivers the outbox.
 //!
 //! Conversation actors never wait on the network: they write a [`Delivery`] in the same
-//! store transaction as the change that caused it and wake this actor, which sends it with
+//! atomic store batch as the change that caused it and wake this actor, which sends it with
 //! timeouts, signs it (Standard Webhooks: `webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), retries 5xx, 429
 //! and timeouts on a schedule with jitter (honouring `Retry-After`), and marks it failed
