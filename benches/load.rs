@@ -228,26 +228,13 @@ impl BareServer {
     fn start(workers: usize) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = format!("http://{}", listener.local_addr()?);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(|| App::new().route("/bare", web::post().to(bare_handle)))
-                    .workers(workers)
-                    .disable_signals()
-                    .listen(listener);
-                match server {
-                    Ok(server) => {
-                        let server = server.run();
-                        let _ = ready_tx.send(Ok(server.handle()));
-                        if let Err(error) = server.await {
-                            eprintln!("bare server stopped with an error: {error}");
-                        }
-                    }
-                    Err(error) => drop(ready_tx.send(Err(error))),
-                }
-            });
-        });
-        let handle = ready_rx.recv().context("bare server thread died")??;
+        let (handle, thread) = baton_server::serve_on_own_thread("bare server", listener, move |listener| {
+            Ok(HttpServer::new(|| App::new().route("/bare", web::post().to(bare_handle)))
+                .workers(workers)
+                .disable_signals()
+                .listen(listener)?
+                .run())
+        })?;
         Ok(Self { address, handle, thread })
     }
 

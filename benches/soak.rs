@@ -1090,27 +1090,13 @@ impl Receiver {
             ..ReceiverState::default()
         });
         let data = web::Data::from(Arc::clone(&state));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server =
-                    HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::post().to(receive)))
-                        .workers(1)
-                        .disable_signals()
-                        .listen(listener);
-                match server {
-                    Ok(server) => {
-                        let server = server.run();
-                        let _ = ready_tx.send(Ok(server.handle()));
-                        if let Err(error) = server.await {
-                            eprintln!("receiver stopped with an error: {error}");
-                        }
-                    }
-                    Err(error) => drop(ready_tx.send(Err(error))),
-                }
-            });
-        });
-        let handle = ready_rx.recv().context("receiver thread died")??;
+        let (handle, thread) = baton_server::serve_on_own_thread("receiver", listener, move |listener| {
+            Ok(HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::post().to(receive)))
+                .workers(1)
+                .disable_signals()
+                .listen(listener)?
+                .run())
+        })?;
         Ok(Self { address, state, handle, thread })
     }
 

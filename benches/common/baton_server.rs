@@ -51,3 +51,29 @@ impl BatonServer {
         let _ = thread.join();
     }
 }
+
+/// Runs the actix-web server that `build` makes from `listener` on its own thread and actix
+/// System (the bare handler of `load`, the webhook receiver of `soak`); returns once it serves.
+/// `what` names it in errors.
+pub(crate) fn serve_on_own_thread(
+    what: &'static str,
+    listener: std::net::TcpListener,
+    build: impl FnOnce(std::net::TcpListener) -> std::io::Result<actix_web::dev::Server> + Send + 'static,
+) -> anyhow::Result<(actix_web::dev::ServerHandle, JoinHandle<()>)> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            match build(listener) {
+                Ok(server) => {
+                    let _ = ready_tx.send(Ok(server.handle()));
+                    if let Err(error) = server.await {
+                        eprintln!("{what} stopped with an error: {error}");
+                    }
+                }
+                Err(error) => drop(ready_tx.send(Err(error))),
+            }
+        });
+    });
+    let handle = ready_rx.recv().with_context(|| format!("{what} thread died"))??;
+    Ok((handle, thread))
+}
