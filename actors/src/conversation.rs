@@ -756,8 +756,13 @@ impl ConversationActor {
 
     /// A turn on the existing conversation.
     fn turn(&self, bot: Arc<BotConfig>) -> Result<Turn, ConversationError> {
+        let contact = self.store.contact(self.existing()?.contact_id)?;
+        self.turn_with(bot, contact)
+    }
+
+    /// A turn on the existing conversation, whose contact the caller has just read.
+    fn turn_with(&self, bot: Arc<BotConfig>, contact: Option<Contact>) -> Result<Turn, ConversationError> {
         let conversation = self.existing()?.clone();
-        let contact = self.store.contact(conversation.contact_id)?;
         let mut turn = Turn {
             bot,
             at: now(),
@@ -792,8 +797,7 @@ impl ConversationActor {
         let contact_changed = merged.is_some() || existing_contact.is_none();
         let contact = merged.or(existing_contact).unwrap_or_else(|| new_contact(contact_id, &bot, origin));
         if self.conversation.is_some() {
-            let mut turn = self.turn(bot)?;
-            turn.contact = Some(contact);
+            let mut turn = self.turn_with(bot, Some(contact))?;
             turn.contact_changed = contact_changed;
             return Ok(turn);
         }
@@ -979,24 +983,29 @@ impl ConversationActor {
             events.publish(
                 tenant,
                 "message.created",
-                serde_json::json!({ "conversation_id": c.id, "message": message }),
+                || serde_json::json!({ "conversation_id": c.id, "message": message }),
                 at,
             );
         }
         if paused {
             let agent = turn.agent.as_ref().and_then(|a| a.id.clone());
-            events.publish(tenant, "bot.paused", serde_json::json!({ "conversation_id": c.id, "agent_id": agent }), at);
+            events.publish(
+                tenant,
+                "bot.paused",
+                || serde_json::json!({ "conversation_id": c.id, "agent_id": agent }),
+                at,
+            );
         }
         if resumed {
-            events.publish(tenant, "bot.resumed", serde_json::json!({ "conversation_id": c.id }), at);
+            events.publish(tenant, "bot.resumed", || serde_json::json!({ "conversation_id": c.id }), at);
         }
         if let (Some(kind), Some(transfer)) = (turn.transfer_event, &turn.transfer) {
-            events.publish(tenant, kind, serde_json::json!({ "transfer": transfer }), at);
+            events.publish(tenant, kind, || serde_json::json!({ "transfer": transfer }), at);
         }
         if turn.session_changed {
-            events.publish(tenant, "session.updated", serde_json::json!({ "session": turn.session }), at);
+            events.publish(tenant, "session.updated", || serde_json::json!({ "session": turn.session }), at);
         }
-        events.publish(tenant, "conversation.updated", conversation_event(c), at);
+        events.publish(tenant, "conversation.updated", || conversation_event(c), at);
     }
 
     /// Runs pending `api_fetch` calls one after another, feeding each answer to the flow.

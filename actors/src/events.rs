@@ -45,12 +45,13 @@ impl EventBus {
         Self { tx }
     }
 
-    /// Publishes an event of `tenant`; free when nobody listens.
-    pub fn publish(&self, tenant: TenantId, kind: &'static str, data: Value, at: DateTime<Utc>) {
+    /// Publishes an event of `tenant`. `data` is only called when someone listens, so an event
+    /// nobody subscribes to costs nothing to build.
+    pub fn publish(&self, tenant: TenantId, kind: &'static str, data: impl FnOnce() -> Value, at: DateTime<Utc>) {
         if self.tx.receiver_count() == 0 {
             return;
         }
-        let json = json!({ "type": kind, "data": data, "at": at }).to_string();
+        let json = json!({ "type": kind, "data": data(), "at": at }).to_string();
         let _ = self.tx.send(Arc::new(Event { tenant_id: tenant, kind, json }));
     }
 

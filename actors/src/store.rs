@@ -2,8 +2,9 @@
 //!
 //! Writes return a [`CommitTicket`]; a change is acknowledged to a client only after
 //! [`Store::durable`] resolves for its ticket (see [`commit`]). Everything a conversation
-//! actor changes in one turn is written as one journaled batch (see [`journal`]), so a crash
-//! leaves either all of a turn or none of it.
+//! actor changes in one turn is written as one journaled batch (see [`journal`]), or, for the
+//! common turn of a message and its replies, as two ordered inserts that need no journal (see
+//! [`Store::write_conversation`]); either way a crash leaves all of a turn or none of it.
 
 pub mod commit;
 pub mod journal;
@@ -120,9 +121,10 @@ struct Trees {
     conv_by_bot: Tree,
     /// contact ++ conversation → ()
     conv_by_contact: Tree,
-    /// conversation ++ seq → Message
+    /// conversation ++ seq of a turn's first message → the turn's messages (`encode_turn`)
     messages: Tree,
-    /// conversation ++ provider message id → created ++ the first answer (HandleOutcome)
+    /// conversation ++ provider message id → created ++ [TURN ++ turn seq] ++ the first answer
+    /// (HandleOutcome; see `dedupe_record`)
     dedupe: Tree,
     /// chatbot ++ flow → Flow
     flows: Tree,
@@ -212,9 +214,51 @@ impl StoreFaults<'_> {
 }
 
 /// Only the time of a stored message; the rest of the record is skipped, not built.
+/// The numbering and time of a stored message, read without the rest of it.
 #[derive(Deserialize)]
-struct Created {
+struct Stamp {
+    seq: u64,
     created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A stored message's id, read without the rest of it.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: MessageId,
+}
+
+/// First byte of a turn record in `messages` and of the turn reference in a `dedupe` record.
+/// MessagePack never uses it, so a record from before turns (one message, or a bare answer)
+/// is told apart by its first byte and still reads.
+const TURN: u8 = 0xc1;
+
+/// The messages of one turn as one record: `TURN` ++ MessagePack array of the messages.
+/// Stored under conversation ++ the first message's seq, so a turn is one key, written with
+/// one insert, and the tree stays ordered by seq.
+fn encode_turn(messages: &[Message]) -> Result<Vec<u8>, StoreError> {
+    let mut record = vec![TURN];
+    rmp_serde::encode::write_named(&mut record, messages).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(record)
+}
+
+/// The messages of a record of `messages` (read as `T`, a view of [`Message`]), in order.
+fn decode_turn<T: DeserializeOwned>(record: &[u8]) -> Result<Vec<T>, StoreError> {
+    match record.split_first() {
+        Some((&TURN, messages)) => decode("messages", messages),
+        _ => Ok(vec![decode("messages", record)?]),
+    }
+}
+
+/// A `dedupe` record: its time (so the expiry sweep reads 8 bytes), then, when it was written
+/// apart from its turn, `TURN` ++ the turn's seq, then the first answer.
+fn dedupe_record(outcome: &HandleOutcome, turn_seq: Option<u64>) -> Result<Vec<u8>, StoreError> {
+    let mut record = u64_be(millis(crate::model::now())).to_vec();
+    if let Some(seq) = turn_seq {
+        record.push(TURN);
+        record.extend_from_slice(&u64_be(seq));
+    }
+    record.extend_from_slice(&encode(outcome)?);
+    Ok(record)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -611,11 +655,11 @@ impl Store {
     /// message. A turn that only appends messages does not rewrite the conversation record
     /// (see [`ConversationWrite::conversation`]): those three fields follow from the messages.
     fn with_newest_message(&self, mut c: Conversation) -> Result<Conversation, StoreError> {
-        let Some(entry) = self.trees().messages.scan_prefix(c.id.as_bytes()).next_back() else { return Ok(c) };
-        let (key, value) = entry?;
-        let seq = keys::read_u64_be(&key, 16).unwrap_or(0);
+        let Some(value) = self.trees().messages.scan_prefix(c.id.as_bytes()).values().next_back() else {
+            return Ok(c);
+        };
+        let Some(Stamp { seq, created_at }) = decode_turn(&value?)?.pop() else { return Ok(c) };
         if seq >= c.next_seq {
-            let Created { created_at } = decode("messages", &value)?;
             c.next_seq = seq + 1;
             c.last_message_at = Some(c.last_message_at.map_or(created_at, |at| at.max(created_at)));
             c.updated_at = c.updated_at.max(created_at);
@@ -624,25 +668,58 @@ impl Store {
     }
 
     /// Applies one actor turn atomically.
+    ///
+    /// The common turn, a message with its replies and nothing else, is at most two inserts
+    /// and needs no journal: the provider-id record goes first, naming its turn's seq, then
+    /// the turn record, which starts with the message the provider id names. sled recovers a
+    /// prefix of its log, so a crash can leave the first without the second but never the
+    /// reverse, and [`Store::dedupe`] counts a provider id only when its turn is there. Any
+    /// other turn (one that changes more, or answers a message stored by an earlier turn, as
+    /// a late AI reply does) is one journaled batch.
     pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
         self.check_write()?;
         let t = self.trees();
-        let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;
-        let contact = write.contact.map(|c| encode(c).map(|bytes| (c.id, bytes))).transpose()?;
-        let messages = write
-            .messages
-            .iter()
-            .map(|m| encode(m).map(|bytes| (join(&[m.conversation_id.as_bytes(), &u64_be(m.seq)]), bytes)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let dedupe = match write.dedupe {
-            Some((provider_id, outcome)) => {
-                // The record starts with its time, so the expiry sweep reads 8 bytes, not the answer.
-                let mut record = u64_be(millis(crate::model::now())).to_vec();
-                record.extend_from_slice(&encode(outcome)?);
-                Some((join(&[outcome.conversation_id.as_bytes(), provider_id.as_bytes()]), record))
+        let turn = match write.messages.first() {
+            Some(first) => {
+                Some((join(&[first.conversation_id.as_bytes(), &u64_be(first.seq)]), encode_turn(write.messages)?))
             }
             None => None,
         };
+        let dedupe_key = |provider_id: &str, outcome: &HandleOutcome| {
+            join(&[outcome.conversation_id.as_bytes(), provider_id.as_bytes()])
+        };
+        let only_messages = !write.created
+            && write.conversation.is_none()
+            && write.contact.is_none()
+            && write.session.is_none()
+            && write.transfer.is_none()
+            && write.deliveries.is_empty()
+            && write
+                .dedupe
+                .is_none_or(|(_, outcome)| write.messages.first().is_some_and(|m| m.id == outcome.message_id));
+        if let (true, Some((key, record))) = (only_messages, &turn) {
+            let dedupe = write
+                .dedupe
+                .map(|(provider_id, outcome)| {
+                    dedupe_record(outcome, write.messages.first().map(|m| m.seq))
+                        .map(|record| (dedupe_key(provider_id, outcome), record))
+                })
+                .transpose()?;
+            let _writer = self.exclusive();
+            if let Some((key, record)) = dedupe {
+                t.dedupe.insert(key, record)?;
+            }
+            t.messages.insert(key.as_slice(), record.as_slice())?;
+            return Ok(self.ticket());
+        }
+        let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;
+        let contact = write.contact.map(|c| encode(c).map(|bytes| (c.id, bytes))).transpose()?;
+        let dedupe = write
+            .dedupe
+            .map(|(provider_id, outcome)| {
+                dedupe_record(outcome, None).map(|record| (dedupe_key(provider_id, outcome), record))
+            })
+            .transpose()?;
         let mut batch = journal::Batch::default();
         if let Some((c, bytes)) = conversation {
             if write.created {
@@ -658,8 +735,8 @@ impl Store {
         if let Some((id, bytes)) = contact {
             batch.put(&t.contacts, id.as_bytes().to_vec(), bytes);
         }
-        for (key, bytes) in messages {
-            batch.put(&t.messages, key, bytes);
+        if let Some((key, record)) = turn {
+            batch.put(&t.messages, key, record);
         }
         if let Some((key, record)) = dedupe {
             batch.put(&t.dedupe, key, record);
@@ -705,10 +782,26 @@ impl Store {
         provider_message_id: &str,
     ) -> Result<Option<HandleOutcome>, StoreError> {
         let key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
-        match self.trees().dedupe.get(key)? {
-            Some(record) if record.len() > 8 => Ok(Some(decode("dedupe", &record[8..])?)),
-            Some(_) => Err(StoreError::Corrupt { tree: "dedupe", message: "short record".into() }),
-            None => Ok(None),
+        let Some(record) = self.trees().dedupe.get(key)? else { return Ok(None) };
+        let short = || StoreError::Corrupt { tree: "dedupe", message: "short record".into() };
+        match record.get(8..).ok_or_else(short)?.split_first().ok_or_else(short)? {
+            (&TURN, rest) => {
+                let seq = keys::read_u64_be(rest, 0).ok_or_else(short)?;
+                let outcome: HandleOutcome = decode("dedupe", &rest[8..])?;
+                Ok(self.turn_was_stored(conversation, seq, outcome.message_id)?.then_some(outcome))
+            }
+            _ => Ok(Some(decode("dedupe", &record[8..])?)),
+        }
+    }
+
+    /// Whether the turn of a provider-id record written apart from it (see
+    /// [`Store::write_conversation`]) made it to the store: its record starts with the user
+    /// message, or it was, and retention has since deleted it (numbering is past it). A crash
+    /// between the two inserts leaves neither: no turn at `seq`, or a later turn that took it.
+    fn turn_was_stored(&self, conversation: ConversationId, seq: u64, message: MessageId) -> Result<bool, StoreError> {
+        match self.trees().messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? {
+            Some(record) => Ok(decode_turn::<IdOnly>(&record)?.first().is_some_and(|m| m.id == message)),
+            None => Ok(self.conversation(conversation)?.is_some_and(|c| c.next_seq > seq)),
         }
     }
 
@@ -738,19 +831,35 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let start = join(&[conversation.as_bytes(), &u64_be(after_seq.saturating_add(1))]);
-        let end = join(&[conversation.as_bytes(), &u64_be(u64::MAX)]);
+        let tree = &self.trees().messages;
         let mut out = Vec::new();
-        for value in self.trees().messages.range(start..=end).values().take(limit) {
-            out.push(decode("messages", &value?)?);
+        if limit == 0 {
+            return Ok(out);
+        }
+        let wanted = join(&[conversation.as_bytes(), &u64_be(after_seq.saturating_add(1))]);
+        // The turn holding the first wanted message starts at it or before it.
+        let start = match tree.range(join(&[conversation.as_bytes(), &u64_be(0)])..=wanted.clone()).keys().next_back() {
+            Some(key) => key?.to_vec(),
+            None => wanted,
+        };
+        let end = join(&[conversation.as_bytes(), &u64_be(u64::MAX)]);
+        for value in tree.range(start..=end).values() {
+            for message in decode_turn::<Message>(&value?)? {
+                if message.seq > after_seq {
+                    out.push(message);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }
 
     /// The highest stored `seq` of a conversation (0 when it has none).
     pub fn last_seq(&self, conversation: ConversationId) -> Result<u64, StoreError> {
-        Ok(match self.trees().messages.scan_prefix(conversation.as_bytes()).keys().next_back() {
-            Some(key) => keys::read_u64_be(&key?, 16).unwrap_or(0),
+        Ok(match self.trees().messages.scan_prefix(conversation.as_bytes()).values().next_back() {
+            Some(value) => decode_turn::<Stamp>(&value?)?.last().map_or(0, |m| m.seq),
             None => 0,
         })
     }
@@ -1296,8 +1405,12 @@ impl Store {
     /// The last `limit` messages of a conversation, in order.
     pub fn recent_messages(&self, conversation: ConversationId, limit: usize) -> Result<Vec<Message>, StoreError> {
         let mut out: Vec<Message> = Vec::with_capacity(limit);
-        for value in self.trees().messages.scan_prefix(conversation.as_bytes()).values().rev().take(limit) {
-            out.push(decode("messages", &value?)?);
+        for value in self.trees().messages.scan_prefix(conversation.as_bytes()).values().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let turn = decode_turn::<Message>(&value?)?;
+            out.extend(turn.into_iter().rev().take(limit - out.len()));
         }
         out.reverse();
         Ok(out)
@@ -1425,13 +1538,21 @@ impl Store {
             let mut all = true;
             for entry in tree.scan_prefix(&conversation) {
                 let (key, value) = entry?;
-                let created: Created = decode("messages", &value)?;
-                if created.created_at >= cutoff {
+                let stamps: Vec<Stamp> = decode_turn(&value)?;
+                let old = stamps.iter().take_while(|m| m.created_at < cutoff).count();
+                if old == 0 {
                     all = false;
                     break;
                 }
                 batch.remove(tree, key.to_vec());
-                expired += 1;
+                expired += old;
+                if old < stamps.len() {
+                    // The turn's younger messages stay, keyed by the first of them.
+                    let kept = decode_turn::<Message>(&value)?.split_off(old);
+                    batch.put(tree, join(&[&conversation, &u64_be(kept[0].seq)]), encode_turn(&kept)?);
+                    all = false;
+                    break;
+                }
             }
             let _writer = self.exclusive();
             if all {
@@ -1623,5 +1744,106 @@ mod tests {
         assert_eq!(seqs(c.id), Vec::<u64>::new());
         assert!(store.conversation(c.id).expect("read").is_some(), "the conversation itself stays");
         assert_eq!(store.expire_messages(cutoff).expect("sweep"), 0, "a second sweep finds nothing");
+    }
+
+    /// Writes `messages` as one turn of `c`: the first turn creates the conversation
+    /// (journaled), later ones take the two-insert path.
+    fn write_turn(store: &Store, c: &Conversation, messages: &[Message], dedupe: Option<(&str, &HandleOutcome)>) {
+        let first = messages.first().is_some_and(|m| m.seq == 1);
+        let _ = store
+            .write_conversation(&ConversationWrite {
+                conversation: first.then_some(c),
+                created: first,
+                messages,
+                dedupe,
+                ..ConversationWrite::default()
+            })
+            .expect("written");
+    }
+
+    fn outcome_for(c: &Conversation, message: &Message) -> HandleOutcome {
+        HandleOutcome {
+            conversation_id: c.id,
+            contact_id: c.contact_id,
+            message_id: message.id,
+            bot_active: true,
+            replies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn messages_stored_a_turn_at_a_time_read_from_any_seq() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        let at = now();
+        for turn in [&[1, 2][..], &[3], &[4, 5, 6]] {
+            let messages: Vec<Message> = turn.iter().map(|&seq| message(c.id, seq, at)).collect();
+            write_turn(&store, &c, &messages, None);
+        }
+        let seqs = |messages: Vec<Message>| messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+
+        assert_eq!(seqs(store.messages(c.id, 0, 100).expect("read")), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(store.messages(c.id, 1, 2).expect("read")), [2, 3], "from inside a turn, across turns");
+        assert_eq!(seqs(store.messages(c.id, 4, 10).expect("read")), [5, 6]);
+        assert_eq!(seqs(store.messages(c.id, 6, 10).expect("read")), Vec::<u64>::new());
+        assert_eq!(seqs(store.recent_messages(c.id, 4).expect("read")), [3, 4, 5, 6]);
+        assert_eq!(store.last_seq(c.id).expect("read"), 6);
+        assert_eq!(store.conversation(c.id).expect("read").expect("there").next_seq, 7);
+        let contents: Vec<String> = store.messages(c.id, 3, 1).expect("read").into_iter().map(|m| m.content).collect();
+        assert_eq!(contents, ["message 4"]);
+    }
+
+    #[test]
+    fn a_provider_id_written_apart_from_its_turn_counts_only_once_the_turn_is_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        let long_ago = now() - chrono::Duration::days(3);
+        write_turn(&store, &c, &[message(c.id, 1, long_ago), message(c.id, 2, long_ago)], None);
+        let answered = [message(c.id, 3, long_ago), message(c.id, 4, long_ago)];
+        let outcome = outcome_for(&c, &answered[0]);
+        write_turn(&store, &c, &answered, Some(("wamid.answered", &outcome)));
+        assert_eq!(store.dedupe(c.id, "wamid.answered").expect("read"), Some(outcome.clone()));
+
+        // A crash between the two inserts: the provider-id record names turn 5, which never
+        // landed. It does not count, and neither once another message has taken seq 5.
+        let lost = message(c.id, 5, now());
+        let key = join(&[c.id.as_bytes(), b"wamid.lost"]);
+        let record = dedupe_record(&outcome_for(&c, &lost), Some(5)).expect("encoded");
+        store.trees().dedupe.insert(key, record).expect("inserted");
+        assert_eq!(store.dedupe(c.id, "wamid.lost").expect("read"), None);
+        write_turn(&store, &c, &[message(c.id, 5, now())], None);
+        assert_eq!(store.dedupe(c.id, "wamid.lost").expect("read"), None);
+
+        // Retention deleting an answered turn does not make its provider id new again.
+        assert_eq!(store.expire_messages(now() - chrono::Duration::days(1)).expect("sweep"), 4);
+        assert_eq!(store.dedupe(c.id, "wamid.answered").expect("read"), Some(outcome));
+    }
+
+    #[test]
+    fn a_late_reply_to_a_message_of_an_earlier_turn_updates_its_provider_id_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        let asked = message(c.id, 1, now());
+        let waiting = outcome_for(&c, &asked);
+        write_turn(&store, &c, std::slice::from_ref(&asked), Some(("wamid.1", &waiting)));
+
+        // The model's answer comes in a turn of its own, starting with the reply.
+        let answer = message(c.id, 2, now());
+        let answered = HandleOutcome {
+            replies: vec![Reply {
+                id: answer.id,
+                kind: crate::model::ReplyKind::Text,
+                text: answer.content.clone(),
+                buttons: Vec::new(),
+                whatsapp_flow: None,
+            }],
+            ..waiting
+        };
+        write_turn(&store, &c, std::slice::from_ref(&answer), Some(("wamid.1", &answered)));
+
+        assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), Some(answered));
     }
 }

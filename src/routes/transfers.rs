@@ -284,7 +284,7 @@ pub async fn assign_transfer(
 
 /// Tells live subscribers that a transfer was picked up or assigned.
 fn publish_assigned(state: &AppState, transfer: &Transfer) {
-    let data = json!({ "transfer": transfer });
+    let data = || json!({ "transfer": transfer });
     state.registry.events().publish(transfer.tenant_id, "transfer.assigned", data, baton_actors::model::now());
 }
 
