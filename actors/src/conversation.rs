@@ -333,7 +333,7 @@ struct Turn {
     conversation: Conversation,
     created: bool,
     /// The contact as it stands, and whether this turn changed it.
-    contact: Option<Contact>,
+    contact: TurnContact,
     contact_changed: bool,
     session: Option<Session>,
     session_changed: bool,
@@ -354,6 +354,44 @@ struct Turn {
     agent: Option<AgentRef>,
     /// The AI model is to answer this turn's message (outside the turn).
     ai_requested: bool,
+}
+
+/// The conversation's contact in a turn. A turn that may change it (the provider sent contact
+/// details, or the conversation is new) reads it up front; any other reads it the first time
+/// it is needed (a transfer, a takeover call), which most turns never are.
+#[derive(Debug)]
+struct TurnContact {
+    store: Store,
+    id: ContactId,
+    value: std::cell::OnceCell<Option<Contact>>,
+}
+
+impl TurnContact {
+    fn unread(store: &Store, id: ContactId) -> Self {
+        Self { store: store.clone(), id, value: std::cell::OnceCell::new() }
+    }
+
+    fn known(store: &Store, contact: Contact) -> Self {
+        Self { store: store.clone(), id: contact.id, value: std::cell::OnceCell::from(Some(contact)) }
+    }
+
+    /// The contact, read now if it was not yet. A failed read leaves it out (it only names
+    /// the person in a transfer or a takeover call) and is logged.
+    fn get(&self) -> Option<&Contact> {
+        self.value
+            .get_or_init(|| {
+                self.store.contact(self.id).unwrap_or_else(|error| {
+                    tracing::warn!(%error, contact_id = %self.id, "could not read the contact; going on without it");
+                    None
+                })
+            })
+            .as_ref()
+    }
+
+    /// The contact if the turn has read it (a turn that changed it always has).
+    fn in_hand(&self) -> Option<&Contact> {
+        self.value.get().and_then(Option::as_ref)
+    }
 }
 
 /// An agent as the human-takeover payload names them.
@@ -499,7 +537,7 @@ impl Turn {
     /// Opens a transfer to `team` (general queue when `None`) and pauses the bot.
     fn open_transfer(&mut self, team: Option<TeamId>, notes: String, source: TransferSource) -> Transfer {
         let c = &self.conversation;
-        let (contact_name, phone_number) = match &self.contact {
+        let (contact_name, phone_number) = match self.contact.get() {
             Some(contact) => {
                 (contact.display_name(), contact.phones.first().cloned().unwrap_or_else(|| c.provider_id.clone()))
             }
@@ -756,12 +794,11 @@ impl ConversationActor {
 
     /// A turn on the existing conversation.
     fn turn(&self, bot: Arc<BotConfig>) -> Result<Turn, ConversationError> {
-        let contact = self.store.contact(self.existing()?.contact_id)?;
+        let contact = TurnContact::unread(&self.store, self.existing()?.contact_id);
         self.turn_with(bot, contact)
     }
 
-    /// A turn on the existing conversation, whose contact the caller has just read.
-    fn turn_with(&self, bot: Arc<BotConfig>, contact: Option<Contact>) -> Result<Turn, ConversationError> {
+    fn turn_with(&self, bot: Arc<BotConfig>, contact: TurnContact) -> Result<Turn, ConversationError> {
         let conversation = self.existing()?.clone();
         let mut turn = Turn {
             bot,
@@ -789,6 +826,10 @@ impl ConversationActor {
 
     /// A turn that opens the conversation (with its channel and contact) if needed.
     fn open(&self, bot: Arc<BotConfig>, origin: &Origin) -> Result<Turn, ConversationError> {
+        if self.conversation.is_some() && origin.contact.is_none() {
+            // Nothing to merge into the contact: it is read only if the turn needs it.
+            return self.turn(bot);
+        }
         let at = now();
         let chatbot = &bot.chatbot;
         let contact_id = ContactId::derive(chatbot.id, &origin.provider_id);
@@ -797,7 +838,7 @@ impl ConversationActor {
         let contact_changed = merged.is_some() || existing_contact.is_none();
         let contact = merged.or(existing_contact).unwrap_or_else(|| new_contact(contact_id, &bot, origin));
         if self.conversation.is_some() {
-            let mut turn = self.turn_with(bot, Some(contact))?;
+            let mut turn = self.turn_with(bot, TurnContact::known(&self.store, contact))?;
             turn.contact_changed = contact_changed;
             return Ok(turn);
         }
@@ -839,7 +880,7 @@ impl ConversationActor {
             at,
             conversation,
             created: true,
-            contact: Some(contact),
+            contact: TurnContact::known(&self.store, contact),
             contact_changed,
             session: None,
             session_changed: false,
@@ -880,7 +921,7 @@ impl ConversationActor {
         let ticket = self.store.write_conversation(&ConversationWrite {
             conversation: (!self.follows_from_messages(turn)).then_some(&turn.conversation),
             created: turn.created,
-            contact: turn.contact.as_ref().filter(|_| turn.contact_changed),
+            contact: turn.contact.in_hand().filter(|_| turn.contact_changed),
             messages: &turn.messages,
             dedupe,
             session: turn.session.as_ref().filter(|_| turn.session_changed),
@@ -969,7 +1010,7 @@ impl ConversationActor {
             }
         }
         if let (true, Some(hook)) = (paused, &channel.human_takeover_webhook) {
-            let body = takeover_payload(c, &channel, turn.contact.as_ref(), turn.agent.as_ref(), &hook.body, turn.at);
+            let body = takeover_payload(c, &channel, turn.contact.get(), turn.agent.as_ref(), &hook.body, turn.at);
             out.push(delivery(DeliveryKind::HumanTakeover, &hook.url, hook.method, &hook.headers, body, None, 0));
         }
         Ok(out)

@@ -173,7 +173,21 @@ struct Inner {
     /// Held while a journaled batch is applied, and by the writes that must not see half of
     /// one (see [`journal`]).
     writer: Mutex<()>,
+    /// API keys by hash, as read: every request looks its key up.
+    keys: Mutex<KeyCache>,
 }
+
+/// API keys already read from the store, so authenticating a request is a hash-map lookup.
+/// Keys are only created and deleted (never changed); a deletion empties the cache and bumps
+/// `generation`, so a lookup that read the store before it cannot put the key back.
+#[derive(Debug, Default)]
+struct KeyCache {
+    generation: u64,
+    by_hash: std::collections::HashMap<Vec<u8>, StoredKey>,
+}
+
+/// Keys kept in [`KeyCache`]; lookups of others read the store.
+const KEY_CACHE_CAPACITY: usize = 10_000;
 
 /// The store handle; cheap to clone.
 #[derive(Debug, Clone)]
@@ -324,6 +338,7 @@ impl Store {
                 path,
                 failing_writes: AtomicU64::new(0),
                 writer: Mutex::new(()),
+                keys: Mutex::default(),
             }),
         };
         store.inner.trees.meta.insert("schema_version", &1u32.to_be_bytes())?;
@@ -490,9 +505,27 @@ impl Store {
         Ok(self.ticket())
     }
 
+    fn key_cache(&self) -> MutexGuard<'_, KeyCache> {
+        self.inner.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The key whose SHA-256 hash is `hash`.
     pub fn key_by_hash(&self, hash: &[u8]) -> Result<Option<StoredKey>, StoreError> {
-        self.get(&self.trees().api_keys, "api_keys", hash)
+        let generation = {
+            let cached = self.key_cache();
+            if let Some(stored) = cached.by_hash.get(hash) {
+                return Ok(Some(stored.clone()));
+            }
+            cached.generation
+        };
+        let stored: Option<StoredKey> = self.get(&self.trees().api_keys, "api_keys", hash)?;
+        if let Some(stored) = &stored {
+            let mut cached = self.key_cache();
+            if cached.generation == generation && cached.by_hash.len() < KEY_CACHE_CAPACITY {
+                cached.by_hash.insert(hash.to_vec(), stored.clone());
+            }
+        }
+        Ok(stored)
     }
 
     /// The tenant's keys, oldest first.
@@ -519,6 +552,9 @@ impl Store {
             tx[1].remove(id_key.as_slice())?;
             Ok(())
         })?;
+        let mut cached = self.key_cache();
+        cached.generation += 1;
+        cached.by_hash.clear();
         Ok(Some(self.ticket()))
     }
 
