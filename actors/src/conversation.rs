@@ -446,7 +446,7 @@ impl Turn {
     }
 
     fn replies(&self) -> Vec<Reply> {
-        self.messages.iter().filter(|m| m.role == Role::Assistant).map(as_reply).collect()
+        Message::replies_among(&self.messages)
     }
 
     fn trace(&mut self, line: impl Into<String>) {
@@ -1403,20 +1403,6 @@ fn merge_contact(existing: Option<&Contact>, id: ContactId, bot: &BotConfig, ori
     }
     contact.updated_at = now();
     Some(contact)
-}
-
-/// A stored reply message as the reply the channel receives.
-pub fn as_reply(message: &Message) -> Reply {
-    Reply {
-        id: message.id,
-        kind: match message.whatsapp_flow {
-            Some(_) => ReplyKind::WhatsappFlow,
-            None => ReplyKind::for_button_count(message.buttons.len()),
-        },
-        text: message.content.clone(),
-        buttons: message.buttons.clone(),
-        whatsapp_flow: message.whatsapp_flow.clone(),
-    }
 }
 
 impl Actor for ConversationActor {

@@ -457,6 +457,27 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
+impl Message {
+    /// A stored reply message as the reply the channel receives.
+    pub fn as_reply(&self) -> Reply {
+        Reply {
+            id: self.id,
+            kind: match self.whatsapp_flow {
+                Some(_) => ReplyKind::WhatsappFlow,
+                None => ReplyKind::for_button_count(self.buttons.len()),
+            },
+            text: self.content.clone(),
+            buttons: self.buttons.clone(),
+            whatsapp_flow: self.whatsapp_flow.clone(),
+        }
+    }
+
+    /// The bot's replies among `messages` (a turn's), as the channel receives them.
+    pub fn replies_among(messages: &[Message]) -> Vec<Reply> {
+        messages.iter().filter(|m| m.role == Role::Assistant).map(Message::as_reply).collect()
+    }
+}
+
 /// A reply the bot sends, as returned by `handle` and delivered to the channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reply {

@@ -235,12 +235,6 @@ struct Stamp {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// A stored message's id, read without the rest of it.
-#[derive(Deserialize)]
-struct IdOnly {
-    id: MessageId,
-}
-
 /// First byte of a turn record in `messages` and of the turn reference in a `dedupe` record.
 /// MessagePack never uses it, so a record from before turns (one message, or a bare answer)
 /// is told apart by its first byte and still reads.
@@ -263,16 +257,52 @@ fn decode_turn<T: DeserializeOwned>(record: &[u8]) -> Result<Vec<T>, StoreError>
     }
 }
 
-/// A `dedupe` record: its time (so the expiry sweep reads 8 bytes), then, when it was written
-/// apart from its turn, `TURN` ++ the turn's seq, then the first answer.
-fn dedupe_record(outcome: &HandleOutcome, turn_seq: Option<u64>) -> Result<Vec<u8>, StoreError> {
+/// A `dedupe` record with the whole answer: its time (so the expiry sweep reads 8 bytes), then
+/// the answer (see [`Store::write_conversation`] for when).
+fn dedupe_record(outcome: &HandleOutcome) -> Result<Vec<u8>, StoreError> {
     let mut record = u64_be(millis(crate::model::now())).to_vec();
-    if let Some(seq) = turn_seq {
-        record.push(TURN);
-        record.extend_from_slice(&u64_be(seq));
-    }
     record.extend_from_slice(&encode(outcome)?);
     Ok(record)
+}
+
+/// A `dedupe` record pointing at its turn: its time, `TURN`, the turn's seq, `bot_active` and
+/// the contact id (34 bytes). The rest of the answer is the turn itself: its first message
+/// and the replies in it ([`answer_of_turn`]).
+fn dedupe_pointer(seq: u64, outcome: &HandleOutcome) -> Vec<u8> {
+    let mut record = u64_be(millis(crate::model::now())).to_vec();
+    record.push(TURN);
+    record.extend_from_slice(&u64_be(seq));
+    record.push(u8::from(outcome.bot_active));
+    record.extend_from_slice(outcome.contact_id.as_bytes());
+    record
+}
+
+/// The answer a pointer record (what follows its `TURN` byte) and its turn make, when the turn
+/// starts with the message `provider_message_id` names; `None` when another turn holds the seq.
+fn answer_of_turn(
+    conversation: ConversationId,
+    provider_message_id: &str,
+    pointer: &[u8],
+    turn: &[Message],
+) -> Option<HandleOutcome> {
+    let first = turn.first().filter(|m| m.provider_message_id.as_deref() == Some(provider_message_id))?;
+    Some(HandleOutcome {
+        conversation_id: conversation,
+        contact_id: ContactId::from_slice(pointer.get(9..25)?)?,
+        message_id: first.id,
+        bot_active: *pointer.get(8)? == 1,
+        replies: Message::replies_among(turn),
+    })
+}
+
+/// Whether a pointer record rebuilds `outcome` from `messages`: they start with the message
+/// the provider id names, and the answer's replies are the replies among them.
+fn answer_follows_from(messages: &[Message], provider_message_id: &str, outcome: &HandleOutcome) -> bool {
+    let Some(first) = messages.first() else { return false };
+    first.id == outcome.message_id
+        && first.conversation_id == outcome.conversation_id
+        && first.provider_message_id.as_deref() == Some(provider_message_id)
+        && Message::replies_among(messages) == outcome.replies
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -706,12 +736,13 @@ impl Store {
     /// Applies one actor turn atomically.
     ///
     /// The common turn, a message with its replies and nothing else, is at most two inserts
-    /// and needs no journal: the provider-id record goes first, naming its turn's seq, then
-    /// the turn record, which starts with the message the provider id names. sled recovers a
-    /// prefix of its log, so a crash can leave the first without the second but never the
-    /// reverse, and [`Store::dedupe`] counts a provider id only when its turn is there. Any
-    /// other turn (one that changes more, or answers a message stored by an earlier turn, as
-    /// a late AI reply does) is one journaled batch.
+    /// and needs no journal: the provider-id record goes first, pointing at its turn's seq
+    /// ([`dedupe_pointer`]), then the turn record, which starts with the message the provider
+    /// id names and holds the replies. sled recovers a prefix of its log, so a crash can leave
+    /// the first without the second but never the reverse, and [`Store::dedupe`] counts a
+    /// provider id only when its turn is there. Any other turn (one that changes more, or
+    /// answers a message stored by an earlier turn, as a late AI reply does) is one journaled
+    /// batch, with the whole answer in the provider-id record.
     pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
         self.check_write()?;
         let t = self.trees();
@@ -732,15 +763,12 @@ impl Store {
             && write.deliveries.is_empty()
             && write
                 .dedupe
-                .is_none_or(|(_, outcome)| write.messages.first().is_some_and(|m| m.id == outcome.message_id));
+                .is_none_or(|(provider_id, outcome)| answer_follows_from(write.messages, provider_id, outcome));
         if let (true, Some((key, record))) = (only_messages, &turn) {
+            let seq = write.messages.first().map_or(0, |m| m.seq);
             let dedupe = write
                 .dedupe
-                .map(|(provider_id, outcome)| {
-                    dedupe_record(outcome, write.messages.first().map(|m| m.seq))
-                        .map(|record| (dedupe_key(provider_id, outcome), record))
-                })
-                .transpose()?;
+                .map(|(provider_id, outcome)| (dedupe_key(provider_id, outcome), dedupe_pointer(seq, outcome)));
             let _writer = self.exclusive();
             if let Some((key, record)) = dedupe {
                 t.dedupe.insert(key, record)?;
@@ -753,7 +781,7 @@ impl Store {
         let dedupe = write
             .dedupe
             .map(|(provider_id, outcome)| {
-                dedupe_record(outcome, None).map(|record| (dedupe_key(provider_id, outcome), record))
+                dedupe_record(outcome).map(|record| (dedupe_key(provider_id, outcome), record))
             })
             .transpose()?;
         let mut batch = journal::Batch::default();
@@ -821,23 +849,17 @@ impl Store {
         let Some(record) = self.trees().dedupe.get(key)? else { return Ok(None) };
         let short = || StoreError::Corrupt { tree: "dedupe", message: "short record".into() };
         match record.get(8..).ok_or_else(short)?.split_first().ok_or_else(short)? {
-            (&TURN, rest) => {
-                let seq = keys::read_u64_be(rest, 0).ok_or_else(short)?;
-                let outcome: HandleOutcome = decode("dedupe", &rest[8..])?;
-                Ok(self.turn_was_stored(conversation, seq, outcome.message_id)?.then_some(outcome))
+            (&TURN, pointer) => {
+                // Written apart from its turn: it counts only if the turn made it to the store
+                // too. A crash between the two inserts leaves no turn at the seq, or a later
+                // turn that took it. (Retention rewrites the record before deleting the turn.)
+                let seq = keys::read_u64_be(pointer, 0).ok_or_else(short)?;
+                let Some(turn) = self.trees().messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? else {
+                    return Ok(None);
+                };
+                Ok(answer_of_turn(conversation, provider_message_id, pointer, &decode_turn(&turn)?))
             }
             _ => Ok(Some(decode("dedupe", &record[8..])?)),
-        }
-    }
-
-    /// Whether the turn of a provider-id record written apart from it (see
-    /// [`Store::write_conversation`]) made it to the store: its record starts with the user
-    /// message, or it was, and retention has since deleted it (numbering is past it). A crash
-    /// between the two inserts leaves neither: no turn at `seq`, or a later turn that took it.
-    fn turn_was_stored(&self, conversation: ConversationId, seq: u64, message: MessageId) -> Result<bool, StoreError> {
-        match self.trees().messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? {
-            Some(record) => Ok(decode_turn::<IdOnly>(&record)?.first().is_some_and(|m| m.id == message)),
-            None => Ok(self.conversation(conversation)?.is_some_and(|c| c.next_seq > seq)),
         }
     }
 
@@ -1574,18 +1596,18 @@ impl Store {
             let mut all = true;
             for entry in tree.scan_prefix(&conversation) {
                 let (key, value) = entry?;
-                let stamps: Vec<Stamp> = decode_turn(&value)?;
-                let old = stamps.iter().take_while(|m| m.created_at < cutoff).count();
+                let messages: Vec<Message> = decode_turn(&value)?;
+                let old = messages.iter().take_while(|m| m.created_at < cutoff).count();
                 if old == 0 {
                     all = false;
                     break;
                 }
                 batch.remove(tree, key.to_vec());
+                self.keep_answer_of_turn(&key, &messages, &mut batch)?;
                 expired += old;
-                if old < stamps.len() {
+                if let Some(kept) = messages.get(old..).filter(|kept| !kept.is_empty()) {
                     // The turn's younger messages stay, keyed by the first of them.
-                    let kept = decode_turn::<Message>(&value)?.split_off(old);
-                    batch.put(tree, join(&[&conversation, &u64_be(kept[0].seq)]), encode_turn(&kept)?);
+                    batch.put(tree, join(&[&conversation, &u64_be(kept[0].seq)]), encode_turn(kept)?);
                     all = false;
                     break;
                 }
@@ -1605,6 +1627,38 @@ impl Store {
             from = join(&[&conversation, &[0xff; 9]]);
         }
         Ok(expired)
+    }
+
+    /// Before the turn stored under `key` is deleted or moved: a provider-id record pointing
+    /// at it ([`dedupe_pointer`]) gets the whole answer, so a retry is still answered as the
+    /// duplicate it is for as long as provider ids are kept.
+    fn keep_answer_of_turn<'t>(
+        &'t self,
+        key: &[u8],
+        messages: &[Message],
+        batch: &mut journal::Batch<'t>,
+    ) -> Result<(), StoreError> {
+        let t = self.trees();
+        let (Some(conversation), Some(seq)) =
+            (key.get(..16).and_then(ConversationId::from_slice), keys::read_u64_be(key, 16))
+        else {
+            return Ok(());
+        };
+        let Some(provider_message_id) = messages.first().and_then(|m| m.provider_message_id.as_deref()) else {
+            return Ok(());
+        };
+        let dedupe_key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
+        let Some(record) = t.dedupe.get(&dedupe_key)? else { return Ok(()) };
+        let Some((&TURN, pointer)) = record.get(8..).and_then(<[u8]>::split_first) else { return Ok(()) };
+        if keys::read_u64_be(pointer, 0) != Some(seq) {
+            return Ok(());
+        }
+        if let Some(outcome) = answer_of_turn(conversation, provider_message_id, pointer, messages) {
+            let mut full = record[..8].to_vec();
+            full.extend_from_slice(&encode(&outcome)?);
+            batch.put(&t.dedupe, dedupe_key, full);
+        }
+        Ok(())
     }
 
     /// How many entries of each tree mention any of `needles` in their key or value; trees
@@ -1837,24 +1891,34 @@ mod tests {
         let c = conversation();
         let long_ago = now() - chrono::Duration::days(3);
         write_turn(&store, &c, &[message(c.id, 1, long_ago), message(c.id, 2, long_ago)], None);
-        let answered = [message(c.id, 3, long_ago), message(c.id, 4, long_ago)];
-        let outcome = outcome_for(&c, &answered[0]);
+        let answered = [from_provider(message(c.id, 3, long_ago), "wamid.answered"), reply(message(c.id, 4, long_ago))];
+        let outcome = HandleOutcome { replies: vec![answered[1].as_reply()], ..outcome_for(&c, &answered[0]) };
         write_turn(&store, &c, &answered, Some(("wamid.answered", &outcome)));
+        let record = store.trees().dedupe.get(join(&[c.id.as_bytes(), b"wamid.answered"])).expect("read");
+        assert_eq!(record.map(|r| r.len()), Some(34), "the record points at its turn");
         assert_eq!(store.dedupe(c.id, "wamid.answered").expect("read"), Some(outcome.clone()));
 
         // A crash between the two inserts: the provider-id record names turn 5, which never
         // landed. It does not count, and neither once another message has taken seq 5.
-        let lost = message(c.id, 5, now());
+        let lost = from_provider(message(c.id, 5, now()), "wamid.lost");
         let key = join(&[c.id.as_bytes(), b"wamid.lost"]);
-        let record = dedupe_record(&outcome_for(&c, &lost), Some(5)).expect("encoded");
-        store.trees().dedupe.insert(key, record).expect("inserted");
+        store.trees().dedupe.insert(key, dedupe_pointer(5, &outcome_for(&c, &lost))).expect("inserted");
         assert_eq!(store.dedupe(c.id, "wamid.lost").expect("read"), None);
         write_turn(&store, &c, &[message(c.id, 5, now())], None);
         assert_eq!(store.dedupe(c.id, "wamid.lost").expect("read"), None);
 
         // Retention deleting an answered turn does not make its provider id new again.
         assert_eq!(store.expire_messages(now() - chrono::Duration::days(1)).expect("sweep"), 4);
+        assert!(store.messages(c.id, 0, 10).expect("read").iter().all(|m| m.seq == 5));
         assert_eq!(store.dedupe(c.id, "wamid.answered").expect("read"), Some(outcome));
+    }
+
+    fn from_provider(message: Message, provider_message_id: &str) -> Message {
+        Message { provider_message_id: Some(provider_message_id.into()), ..message }
+    }
+
+    fn reply(message: Message) -> Message {
+        Message { role: crate::model::Role::Assistant, ..message }
     }
 
     #[test]
