@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod journal;
 pub mod keys;
+mod turns;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use sled::{Transactional, Tree};
 
 pub use commit::{CommitStats, CommitTicket, GroupCommit};
 use keys::{join, millis, u64_be};
+use turns::TURN;
 
 use crate::model::MessageId;
 use crate::model::{
@@ -121,7 +123,7 @@ struct Trees {
     conv_by_bot: Tree,
     /// contact ++ conversation → ()
     conv_by_contact: Tree,
-    /// conversation ++ seq of a turn's first message → the turn's messages (`encode_turn`)
+    /// conversation ++ seq of a turn's first message → the turn's messages (`turns`)
     messages: Tree,
     /// conversation ++ provider message id → created ++ [TURN ++ turn seq] ++ the first answer
     /// (HandleOutcome; see `dedupe_record`)
@@ -224,36 +226,6 @@ impl StoreFaults<'_> {
     pub fn clear(&self) {
         self.store.inner.failing_writes.store(0, Ordering::SeqCst);
         self.fail_durability(false);
-    }
-}
-
-/// Only the time of a stored message; the rest of the record is skipped, not built.
-/// The numbering and time of a stored message, read without the rest of it.
-#[derive(Deserialize)]
-struct Stamp {
-    seq: u64,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// First byte of a turn record in `messages` and of the turn reference in a `dedupe` record.
-/// MessagePack never uses it, so a record from before turns (one message, or a bare answer)
-/// is told apart by its first byte and still reads.
-const TURN: u8 = 0xc1;
-
-/// The messages of one turn as one record: `TURN` ++ MessagePack array of the messages.
-/// Stored under conversation ++ the first message's seq, so a turn is one key, written with
-/// one insert, and the tree stays ordered by seq.
-fn encode_turn(messages: &[Message]) -> Result<Vec<u8>, StoreError> {
-    let mut record = vec![TURN];
-    rmp_serde::encode::write_named(&mut record, messages).map_err(|e| StoreError::Encode(e.to_string()))?;
-    Ok(record)
-}
-
-/// The messages of a record of `messages` (read as `T`, a view of [`Message`]), in order.
-fn decode_turn<T: DeserializeOwned>(record: &[u8]) -> Result<Vec<T>, StoreError> {
-    match record.split_first() {
-        Some((&TURN, messages)) => decode("messages", messages),
-        _ => Ok(vec![decode("messages", record)?]),
     }
 }
 
@@ -724,7 +696,7 @@ impl Store {
         let Some(value) = self.trees().messages.scan_prefix(c.id.as_bytes()).values().next_back() else {
             return Ok(c);
         };
-        let Some(Stamp { seq, created_at }) = decode_turn(&value?)?.pop() else { return Ok(c) };
+        let Some(Message { seq, created_at, .. }) = turns::decode(c.id, &value?)?.pop() else { return Ok(c) };
         if seq >= c.next_seq {
             c.next_seq = seq + 1;
             c.last_message_at = Some(c.last_message_at.map_or(created_at, |at| at.max(created_at)));
@@ -748,7 +720,7 @@ impl Store {
         let t = self.trees();
         let turn = match write.messages.first() {
             Some(first) => {
-                Some((join(&[first.conversation_id.as_bytes(), &u64_be(first.seq)]), encode_turn(write.messages)?))
+                Some((join(&[first.conversation_id.as_bytes(), &u64_be(first.seq)]), turns::encode(write.messages)?))
             }
             None => None,
         };
@@ -857,7 +829,7 @@ impl Store {
                 let Some(turn) = self.trees().messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? else {
                     return Ok(None);
                 };
-                Ok(answer_of_turn(conversation, provider_message_id, pointer, &decode_turn(&turn)?))
+                Ok(answer_of_turn(conversation, provider_message_id, pointer, &turns::decode(conversation, &turn)?))
             }
             _ => Ok(Some(decode("dedupe", &record[8..])?)),
         }
@@ -902,7 +874,7 @@ impl Store {
         };
         let end = join(&[conversation.as_bytes(), &u64_be(u64::MAX)]);
         for value in tree.range(start..=end).values() {
-            for message in decode_turn::<Message>(&value?)? {
+            for message in turns::decode(conversation, &value?)? {
                 if message.seq > after_seq {
                     out.push(message);
                     if out.len() == limit {
@@ -917,7 +889,7 @@ impl Store {
     /// The highest stored `seq` of a conversation (0 when it has none).
     pub fn last_seq(&self, conversation: ConversationId) -> Result<u64, StoreError> {
         Ok(match self.trees().messages.scan_prefix(conversation.as_bytes()).values().next_back() {
-            Some(value) => decode_turn::<Stamp>(&value?)?.last().map_or(0, |m| m.seq),
+            Some(value) => turns::decode(conversation, &value?)?.last().map_or(0, |m| m.seq),
             None => 0,
         })
     }
@@ -1467,7 +1439,7 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            let turn = decode_turn::<Message>(&value?)?;
+            let turn = turns::decode(conversation, &value?)?;
             out.extend(turn.into_iter().rev().take(limit - out.len()));
         }
         out.reverse();
@@ -1588,15 +1560,16 @@ impl Store {
         let mut from: Vec<u8> = Vec::new();
         while let Some(first) = tree.range(from.as_slice()..).keys().next() {
             let first = first?;
-            let Some(conversation) = first.get(..16).map(<[u8]>::to_vec) else {
+            let Some(id) = ConversationId::from_slice(&first) else {
                 from = join(&[&first, &[0]]);
                 continue;
             };
+            let conversation = id.as_bytes().to_vec();
             let mut batch = journal::Batch::default();
             let mut all = true;
             for entry in tree.scan_prefix(&conversation) {
                 let (key, value) = entry?;
-                let messages: Vec<Message> = decode_turn(&value)?;
+                let messages = turns::decode(id, &value)?;
                 let old = messages.iter().take_while(|m| m.created_at < cutoff).count();
                 if old == 0 {
                     all = false;
@@ -1607,7 +1580,7 @@ impl Store {
                 expired += old;
                 if let Some(kept) = messages.get(old..).filter(|kept| !kept.is_empty()) {
                     // The turn's younger messages stay, keyed by the first of them.
-                    batch.put(tree, join(&[&conversation, &u64_be(kept[0].seq)]), encode_turn(kept)?);
+                    batch.put(tree, join(&[&conversation, &u64_be(kept[0].seq)]), turns::encode(kept)?);
                     all = false;
                     break;
                 }
@@ -1616,9 +1589,7 @@ impl Store {
             if all {
                 // The newest message goes too: the record takes over what followed from it
                 // (`with_newest_message`), so numbering continues where it was.
-                if let Some(c) =
-                    ConversationId::from_slice(&conversation).map(|id| self.conversation(id)).transpose()?.flatten()
-                {
+                if let Some(c) = self.conversation(id)? {
                     batch.put(&t.conversations, c.id.as_bytes().to_vec(), encode(&c)?);
                 }
             }
