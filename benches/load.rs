@@ -44,6 +44,9 @@ struct Options {
     conversations: usize,
     rate: Option<f64>,
     fsync: bool,
+    /// baton's HTTP workers and arbiters (`LOAD_WORKERS`, `LOAD_ARBITERS`; default one per core).
+    server_workers: Option<usize>,
+    arbiters: Option<usize>,
     /// `--test`: a smoke run of a fraction of a second.
     smoke: bool,
 }
@@ -62,6 +65,8 @@ impl Options {
             conversations: parse("LOAD_CONVERSATIONS", conversations)? as usize,
             rate: var("LOAD_RATE").map(|_| parse("LOAD_RATE", 0.0)).transpose()?,
             fsync: var("LOAD_FSYNC").is_none_or(|v| v.trim() != "0"),
+            server_workers: var("LOAD_WORKERS").map(|_| parse("LOAD_WORKERS", 0.0).map(|n| n as usize)).transpose()?,
+            arbiters: var("LOAD_ARBITERS").map(|_| parse("LOAD_ARBITERS", 0.0).map(|n| n as usize)).transpose()?,
             smoke,
         })
     }
@@ -86,7 +91,8 @@ fn main() -> anyhow::Result<()> {
 
     let mut settings = Settings::defaults();
     settings.server.addr = "127.0.0.1:0".parse()?;
-    settings.server.workers = workers;
+    settings.server.workers = options.server_workers.unwrap_or(workers);
+    settings.actors.arbiters = options.arbiters.unwrap_or(0);
     settings.storage.data_dir = data_dir.path().to_path_buf();
     settings.storage.fsync = options.fsync;
     let baton = BatonServer::start(settings)?;
