@@ -576,17 +576,7 @@ mod tests {
     fn message(seq: u64, role: Role, content: &str) -> Message {
         Message {
             id: MessageId(Uuid::from_u128(seq as u128)),
-            conversation_id: ConversationId(Uuid::from_u128(7)),
-            seq,
-            role,
-            content: content.into(),
-            message_type: "text".into(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: None,
-            agent_id: None,
-            whatsapp_flow: None,
-            created_at: Utc::now(),
+            ..Message::new(ConversationId(Uuid::from_u128(7)), seq, role, content, "text", Utc::now())
         }
     }
 

@@ -417,20 +417,7 @@ impl Turn {
         let seq = self.conversation.next_seq;
         self.conversation.next_seq += 1;
         self.conversation.last_message_at = Some(self.at);
-        self.messages.push(Message {
-            id: MessageId::new_random(),
-            conversation_id: self.conversation.id,
-            seq,
-            role,
-            content,
-            message_type: message_type.to_string(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: None,
-            agent_id: None,
-            whatsapp_flow: None,
-            created_at: self.at,
-        });
+        self.messages.push(Message::new(self.conversation.id, seq, role, content, message_type, self.at));
         self.messages.last_mut().expect("just pushed")
     }
 

@@ -458,6 +458,31 @@ pub struct Message {
 }
 
 impl Message {
+    /// A new message (a fresh id) with no buttons, tokens or ids of the provider or an agent.
+    pub fn new(
+        conversation_id: ConversationId,
+        seq: u64,
+        role: Role,
+        content: impl Into<String>,
+        message_type: impl Into<String>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Message {
+            id: MessageId::new_random(),
+            conversation_id,
+            seq,
+            role,
+            content: content.into(),
+            message_type: message_type.into(),
+            buttons: Vec::new(),
+            tokens_used: None,
+            provider_message_id: None,
+            agent_id: None,
+            whatsapp_flow: None,
+            created_at,
+        }
+    }
+
     /// A stored reply message as the reply the channel receives.
     pub fn as_reply(&self) -> Reply {
         Reply {

@@ -1721,20 +1721,7 @@ mod tests {
     }
 
     fn message(conversation: ConversationId, seq: u64, created_at: chrono::DateTime<chrono::Utc>) -> Message {
-        Message {
-            id: MessageId::new_random(),
-            conversation_id: conversation,
-            seq,
-            role: crate::model::Role::User,
-            content: format!("message {seq}"),
-            message_type: "text".into(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: None,
-            agent_id: None,
-            whatsapp_flow: None,
-            created_at,
-        }
+        Message::new(conversation, seq, crate::model::Role::User, format!("message {seq}"), "text", created_at)
     }
 
     #[test]

@@ -156,17 +156,7 @@ mod tests {
     fn message(seq: u64, role: Role, content: &str) -> Message {
         Message {
             id: MessageId(Uuid::from_u128(seq as u128)),
-            conversation_id: ConversationId(Uuid::from_u128(9)),
-            seq,
-            role,
-            content: content.to_string(),
-            message_type: "text".into(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: None,
-            agent_id: None,
-            whatsapp_flow: None,
-            created_at: epoch(),
+            ..Message::new(ConversationId(Uuid::from_u128(9)), seq, role, content, "text", epoch())
         }
     }
 

@@ -139,20 +139,7 @@ mod tests {
     use crate::model::now;
 
     fn message(conversation: ConversationId, seq: u64, role: Role) -> Message {
-        Message {
-            id: MessageId::new_random(),
-            conversation_id: conversation,
-            seq,
-            role,
-            content: format!("message {seq} ✓"),
-            message_type: "text".into(),
-            buttons: Vec::new(),
-            tokens_used: None,
-            provider_message_id: None,
-            agent_id: None,
-            whatsapp_flow: None,
-            created_at: now(),
-        }
+        Message::new(conversation, seq, role, format!("message {seq} ✓"), "text", now())
     }
 
     #[test]
