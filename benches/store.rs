@@ -104,14 +104,16 @@ fn turns(conversation: &Conversation, count: u64) -> Vec<Turn> {
     (0..count).map(|i| turn(conversation, conversation.next_seq + 2 * i)).collect()
 }
 
-/// Applies `turn` to `conversation` and writes it as the actor would.
+/// Applies `turn` to `conversation` and writes it as the actor would: a turn that only appends
+/// messages leaves the conversation record alone (the store derives `next_seq` and the times
+/// from the newest message), so it is the two-insert path, not a journaled batch.
 fn write_turn(store: &Store, conversation: &mut Conversation, turn: &Turn) -> baton_actors::store::CommitTicket {
     conversation.next_seq = turn.messages[1].seq + 1;
     conversation.last_message_at = Some(turn.messages[1].created_at);
     conversation.updated_at = turn.messages[1].created_at;
     store
         .write_conversation(&ConversationWrite {
-            conversation: Some(conversation),
+            conversation: None,
             messages: &turn.messages,
             dedupe: Some((&turn.provider_message_id, &turn.outcome)),
             ..Default::default()
