@@ -125,8 +125,8 @@ struct Trees {
     conv_by_contact: Tree,
     /// conversation ++ seq of a turn's first message → the turn's messages (`turns`)
     messages: Tree,
-    /// conversation ++ provider message id → created ++ [TURN ++ turn seq] ++ the first answer
-    /// (HandleOutcome; see `dedupe_record`)
+    /// conversation ++ provider message id → created ++ either the first answer (HandleOutcome,
+    /// `dedupe_record`) or TURN ++ turn seq ++ bot_active ++ contact id (`dedupe_pointer`)
     dedupe: Tree,
     /// chatbot ++ flow → Flow
     flows: Tree,
