@@ -1661,8 +1661,24 @@ mod tests {
     use crate::model::{now, ContactId, Conversation, ConversationStatus};
 
     fn open(dir: &Path) -> Store {
-        Store::open(&StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: 1 << 20, fsync: false })
-            .expect("store opens")
+        let config = StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: 1 << 20, fsync: false };
+        until_unlocked(|| Store::open(&config))
+    }
+
+    /// Runs `open` until it succeeds, while it fails only because the directory is still
+    /// locked: sled's I/O threads can hold a just-dropped database for a moment (seen on a
+    /// loaded machine), so a test that reopens its directory waits for them (up to 5 s).
+    pub(super) fn until_unlocked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match open() {
+                Ok(opened) => return opened,
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("the store does not open: {e}"),
+            }
+        }
     }
 
     fn conversation() -> Conversation {

@@ -166,7 +166,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &std::path::Path) -> (Db, Tree, Tree, Tree) {
-        let db = sled::Config::new().path(dir).open().expect("sled opens");
+        let db = crate::store::tests::until_unlocked(|| sled::Config::new().path(dir).open());
         let journal = db.open_tree("journal").expect("tree");
         let a = db.open_tree("a").expect("tree");
         let b = db.open_tree("b").expect("tree");
