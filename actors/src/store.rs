@@ -693,10 +693,7 @@ impl Store {
     /// message. A turn that only appends messages does not rewrite the conversation record
     /// (see [`ConversationWrite::conversation`]): those three fields follow from the messages.
     fn with_newest_message(&self, mut c: Conversation) -> Result<Conversation, StoreError> {
-        let Some(value) = self.trees().messages.scan_prefix(c.id.as_bytes()).values().next_back() else {
-            return Ok(c);
-        };
-        let Some(Message { seq, created_at, .. }) = turns::decode(c.id, &value?)?.pop() else { return Ok(c) };
+        let Some(Message { seq, created_at, .. }) = self.newest_message(c.id)? else { return Ok(c) };
         if seq >= c.next_seq {
             c.next_seq = seq + 1;
             c.last_message_at = Some(c.last_message_at.map_or(created_at, |at| at.max(created_at)));
@@ -888,10 +885,15 @@ impl Store {
 
     /// The highest stored `seq` of a conversation (0 when it has none).
     pub fn last_seq(&self, conversation: ConversationId) -> Result<u64, StoreError> {
-        Ok(match self.trees().messages.scan_prefix(conversation.as_bytes()).values().next_back() {
-            Some(value) => turns::decode(conversation, &value?)?.last().map_or(0, |m| m.seq),
-            None => 0,
-        })
+        Ok(self.newest_message(conversation)?.map_or(0, |m| m.seq))
+    }
+
+    /// A conversation's newest stored message: the last of its last turn (one reverse seek).
+    fn newest_message(&self, conversation: ConversationId) -> Result<Option<Message>, StoreError> {
+        match self.trees().messages.scan_prefix(conversation.as_bytes()).values().next_back() {
+            Some(value) => Ok(turns::decode(conversation, &value?)?.pop()),
+            None => Ok(None),
+        }
     }
 
     /// A page of a chatbot's conversations, newest first, starting after `cursor`.
