@@ -118,10 +118,15 @@ memory_line() {
     log "$1: VmRSS $(($(status_kb VmRSS) / 1024)) MiB, VmHWM $(($(status_kb VmHWM) / 1024)) MiB, live actors $(metric baton_live_actors), passivations $(metric baton_passivations_total), handled $(metric 'baton_messages_handled_total{outcome="replied"}')"
 }
 
-# sample SECONDS: logs memory_line every SECONDS in the background; sets SAMPLER.
-sample() {
+# drive_sampled SECONDS DIR NAME ARGS…: `drive`, with memory_line logged every SECONDS meanwhile
+# (by a background loop, SAMPLER, which the EXIT trap stops if the run is cut short).
+drive_sampled() {
     (while sleep "$1"; do memory_line "sample"; done) &
     SAMPLER=$!
+    shift
+    drive "$@"
+    kill "$SAMPLER"
+    SAMPLER=
 }
 
 memory() {
@@ -144,10 +149,7 @@ memory() {
     log "memory, idle_passivate_secs 10 (BATON_ACTORS__IDLE_PASSIVATE_SECS=10), 300,000 conversations"
     start "$dir" BATON_ACTORS__IDLE_PASSIVATE_SECS=10
     memory_line "started"
-    sample 15
-    drive "$dir" memory-passivate --conversations 300000 --messages 300000 --connections 64
-    kill "$SAMPLER"
-    SAMPLER=
+    drive_sampled 15 "$dir" memory-passivate --conversations 300000 --messages 300000 --connections 64
     memory_line "300,000 conversations driven"
     sleep 20
     memory_line "20 s later"
@@ -162,10 +164,7 @@ million() {
         rm -rf "$full"
         log "filling $full with 1,000,000 conversations (one message each)"
         start "$full"
-        sample 30
-        drive "$full" million-fill --conversations 1000000 --messages 1000000 --connections 64
-        kill "$SAMPLER"
-        SAMPLER=
+        drive_sampled 30 "$full" million-fill --conversations 1000000 --messages 1000000 --connections 64
         memory_line "filled"
         stop
         touch "$full/filled"
