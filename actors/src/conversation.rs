@@ -35,6 +35,7 @@ use crate::model::{
     SessionStatus, TeamId, Transfer, TransferId, TransferSource, TransferStatus,
 };
 use crate::registry::Registry;
+use crate::store::recent::{Earlier, RecentProviderIds};
 use crate::store::{CommitTicket, ConversationWrite, HandleOutcome, Store, StoreError};
 
 /// Largest `api_fetch` answer read, in bytes.
@@ -309,6 +310,8 @@ pub struct ConversationActor {
     conversation: Option<Conversation>,
     /// Its latest session as last persisted.
     session: Option<Session>,
+    /// Its newest turns' provider ids, read from the store when first needed.
+    recent: Option<RecentProviderIds>,
     /// When the last message was handled, for passivation.
     last_active: Instant,
     idle_after: Duration,
@@ -682,6 +685,7 @@ impl ConversationActor {
             generation,
             conversation,
             session,
+            recent: None,
             last_active: Instant::now(),
             idle_after,
             mailbox_capacity,
@@ -905,6 +909,14 @@ impl ConversationActor {
             turn.conversation.epoch += 1;
         }
         let deliveries = self.deliveries(turn, paused)?;
+        let first = turn.messages.first().map(|m| (m.provider_message_id.clone(), m.seq));
+        if turn.created {
+            self.recent = Some(RecentProviderIds::new_conversation());
+        }
+        let leaving_window = match first {
+            Some(_) => self.recent_provider_ids()?.leaving().map(|seq| (seq, turn.conversation.contact_id)),
+            None => None,
+        };
         let ticket = self.store.write_conversation(&ConversationWrite {
             conversation: (!self.follows_from_messages(turn)).then_some(&turn.conversation),
             created: turn.created,
@@ -914,7 +926,11 @@ impl ConversationActor {
             session: turn.session.as_ref().filter(|_| turn.session_changed),
             transfer: turn.transfer.as_ref(),
             deliveries: &deliveries,
+            leaving_window,
         })?;
+        if let (Some((provider_message_id, seq)), Some(recent)) = (first, self.recent.as_mut()) {
+            recent.remember(provider_message_id.as_deref(), seq);
+        }
         self.conversation = Some(turn.conversation.clone());
         self.session = turn.session.clone();
         if paused || resumed {
@@ -926,6 +942,16 @@ impl ConversationActor {
             self.registry.wake_outbox();
         }
         Ok(ticket.max(turn.ticket))
+    }
+
+    /// The window of the conversation's newest turns and their provider ids ([`recent`]),
+    /// read from the store on first use.
+    fn recent_provider_ids(&mut self) -> Result<&mut RecentProviderIds, ConversationError> {
+        if self.recent.is_none() {
+            let next_seq = self.conversation.as_ref().map_or(1, |c| c.next_seq);
+            self.recent = Some(self.store.recent_provider_ids(self.id, next_seq)?);
+        }
+        Ok(self.recent.get_or_insert_with(RecentProviderIds::new_conversation))
     }
 
     /// Whether the turn changed nothing in the conversation record but what the store derives
@@ -1475,17 +1501,20 @@ impl ConversationActor {
     fn start_incoming(&mut self, msg: HandleIncoming) -> Result<Incoming, ConversationError> {
         self.begin()?;
         let HandleIncoming { bot, origin, message, deliver_replies } = msg;
-        if let Some(pmid) = &message.provider_message_id {
-            if self.conversation.is_some() {
-                if let Some(outcome) = self.store.dedupe(self.id, pmid)? {
-                    // The first answer may still be on its way to disk; wait for it too.
-                    return Ok(Incoming::Duplicate(Handled {
-                        outcome,
-                        duplicate: true,
-                        ticket: self.store.ticket_for_all(),
-                        ai_reply: None,
-                    }));
-                }
+        let contact = self.conversation.as_ref().map(|c| c.contact_id);
+        if let (Some(pmid), Some(contact)) = (&message.provider_message_id, contact) {
+            let earlier = match self.recent_provider_ids()?.earlier(pmid) {
+                Earlier::None => None,
+                Earlier::Look(in_turn) => self.store.dedupe(self.id, contact, pmid, in_turn)?,
+            };
+            if let Some(outcome) = earlier {
+                // The first answer may still be on its way to disk; wait for it too.
+                return Ok(Incoming::Duplicate(Handled {
+                    outcome,
+                    duplicate: true,
+                    ticket: self.store.ticket_for_all(),
+                    ai_reply: None,
+                }));
             }
         }
         let mut turn = self.open(bot, &origin)?;

@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod journal;
 pub mod keys;
+pub mod recent;
 mod turns;
 
 use std::path::{Path, PathBuf};
@@ -91,8 +92,14 @@ pub struct ConversationWrite<'a> {
     pub created: bool,
     pub contact: Option<&'a Contact>,
     pub messages: &'a [Message],
-    /// The provider message id and the answer to replay for it.
+    /// The provider message id and the answer to replay for it. When the turn is that whole
+    /// answer and changes nothing else, the turn alone keeps it: the actor's window of recent
+    /// provider ids ([`recent`]) finds it.
     pub dedupe: Option<(&'a str, &'a HandleOutcome)>,
+    /// The seq of a turn of this conversation (of this contact) that leaves the actor's window
+    /// with this turn ([`recent::RecentProviderIds::leaving`]): its provider id gets a record,
+    /// if it has none, before this turn is written.
+    pub leaving_window: Option<(u64, ContactId)>,
     /// The conversation's session, when it changed.
     pub session: Option<&'a Session>,
     /// A transfer opened or changed in this turn.
@@ -126,7 +133,9 @@ struct Trees {
     /// conversation ++ seq of a turn's first message → the turn's messages (`turns`)
     messages: Tree,
     /// conversation ++ provider message id → created ++ either the first answer (HandleOutcome,
-    /// `dedupe_record`) or TURN ++ turn seq ++ bot_active ++ contact id (`dedupe_pointer`)
+    /// `dedupe_record`) or TURN ++ turn seq ++ bot_active ++ contact id (`dedupe_pointer`).
+    /// An id whose answer is its turn ([`turns::encode_answer`]) has no record while it is in
+    /// its actor's window ([`recent`]).
     dedupe: Tree,
     /// chatbot ++ flow → Flow
     flows: Tree,
@@ -265,6 +274,28 @@ fn answer_of_turn(
         bot_active: *pointer.get(8)? == 1,
         replies: Message::replies_among(turn),
     })
+}
+
+/// The answer a turn record holds ([`turns::encode_answer`]) when it answers
+/// `provider_message_id`.
+fn answer_in_turn(
+    conversation: ConversationId,
+    contact: ContactId,
+    provider_message_id: &str,
+    record: &[u8],
+) -> Result<Option<HandleOutcome>, StoreError> {
+    let Some(bot_active) = turns::answer_bot_active(record) else { return Ok(None) };
+    let turn = turns::decode(conversation, record)?;
+    let Some(first) = turn.first().filter(|m| m.provider_message_id.as_deref() == Some(provider_message_id)) else {
+        return Ok(None);
+    };
+    Ok(Some(HandleOutcome {
+        conversation_id: conversation,
+        contact_id: contact,
+        message_id: first.id,
+        bot_active,
+        replies: Message::replies_among(&turn),
+    }))
 }
 
 /// Whether a pointer record rebuilds `outcome` from `messages`: they start with the message
@@ -715,12 +746,6 @@ impl Store {
     pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
         self.check_write()?;
         let t = self.trees();
-        let turn = match write.messages.first() {
-            Some(first) => {
-                Some((join(&[first.conversation_id.as_bytes(), &u64_be(first.seq)]), turns::encode(write.messages)?))
-            }
-            None => None,
-        };
         let dedupe_key = |provider_id: &str, outcome: &HandleOutcome| {
             join(&[outcome.conversation_id.as_bytes(), provider_id.as_bytes()])
         };
@@ -733,15 +758,24 @@ impl Store {
             && write
                 .dedupe
                 .is_none_or(|(provider_id, outcome)| answer_follows_from(write.messages, provider_id, outcome));
-        if let (true, Some((key, record))) = (only_messages, &turn) {
-            let seq = write.messages.first().map_or(0, |m| m.seq);
-            let dedupe = write
-                .dedupe
-                .map(|(provider_id, outcome)| (dedupe_key(provider_id, outcome), dedupe_pointer(seq, outcome)));
-            let _writer = self.exclusive();
-            if let Some((key, record)) = dedupe {
-                t.dedupe.insert(key, record)?;
+        let turn = match write.messages.first() {
+            Some(first) => {
+                let record = match write.dedupe {
+                    // The turn is the whole answer: it keeps it, and no record is written.
+                    Some((_, outcome)) if only_messages => turns::encode_answer(write.messages, outcome.bot_active)?,
+                    _ => turns::encode(write.messages)?,
+                };
+                Some((join(&[first.conversation_id.as_bytes(), &u64_be(first.seq)]), record))
             }
+            None => None,
+        };
+        if let (Some((seq, contact)), Some(first)) = (write.leaving_window, write.messages.first()) {
+            // Before the turn that pushes it out: sled recovers a prefix of its log, so the
+            // record is on disk whenever the turn is.
+            self.keep_answer_leaving_window(first.conversation_id, contact, seq)?;
+        }
+        if let (true, Some((key, record))) = (only_messages, &turn) {
+            let _writer = self.exclusive();
             t.messages.insert(key.as_slice(), record.as_slice())?;
             return Ok(self.ticket());
         }
@@ -808,14 +842,24 @@ impl Store {
         self.apply(batch)
     }
 
-    /// The answer first given to `provider_message_id` in a conversation, if still kept.
+    /// The answer first given to `provider_message_id` in a conversation (of `contact`), if
+    /// still kept: in its provider-id record, or in the turn at `in_turn` when that turn is
+    /// the answer to it (the actor's window names the turn: see [`recent`]).
     pub fn dedupe(
         &self,
         conversation: ConversationId,
+        contact: ContactId,
         provider_message_id: &str,
+        in_turn: Option<u64>,
     ) -> Result<Option<HandleOutcome>, StoreError> {
         let key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
-        let Some(record) = self.trees().dedupe.get(key)? else { return Ok(None) };
+        let Some(record) = self.trees().dedupe.get(key)? else {
+            let Some(seq) = in_turn else { return Ok(None) };
+            let Some(turn) = self.trees().messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? else {
+                return Ok(None);
+            };
+            return answer_in_turn(conversation, contact, provider_message_id, &turn);
+        };
         let short = || StoreError::Corrupt { tree: "dedupe", message: "short record".into() };
         match record.get(8..).ok_or_else(short)?.split_first().ok_or_else(short)? {
             (&TURN, pointer) => {
@@ -881,6 +925,61 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The window of a conversation's newest turns and their provider ids, for its actor
+    /// ([`recent`]); `next_seq` is the conversation's, which tells a conversation without
+    /// turns yet from one whose turns were all deleted.
+    pub fn recent_provider_ids(
+        &self,
+        conversation: ConversationId,
+        next_seq: u64,
+    ) -> Result<recent::RecentProviderIds, StoreError> {
+        let mut newest = Vec::new();
+        let mut more = false;
+        for value in self.trees().messages.scan_prefix(conversation.as_bytes()).values().rev() {
+            if newest.len() == recent::WINDOW {
+                more = true;
+                break;
+            }
+            let turn = turns::decode(conversation, &value?)?;
+            if let Some(first) = turn.into_iter().next() {
+                newest.push((first.provider_message_id, first.seq));
+            }
+        }
+        // Every turn back to the first: no provider id of this conversation is elsewhere.
+        let complete = !more && newest.last().map_or(next_seq <= 1, |&(_, seq)| seq == 1);
+        Ok(recent::RecentProviderIds::rebuilt(newest.iter().rev().map(|(id, seq)| (id.as_deref(), *seq)), complete))
+    }
+
+    /// The turn at `seq` leaves its actor's window: when it is the answer to its provider id
+    /// and that id has no record, it gets a pointer record ([`dedupe_pointer`]).
+    fn keep_answer_leaving_window(
+        &self,
+        conversation: ConversationId,
+        contact: ContactId,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let t = self.trees();
+        let Some(record) = t.messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? else { return Ok(()) };
+        let Some(bot_active) = turns::answer_bot_active(&record) else { return Ok(()) };
+        let turn = turns::decode(conversation, &record)?;
+        let Some(first) = turn.first() else { return Ok(()) };
+        let Some(provider_message_id) = first.provider_message_id.as_deref() else { return Ok(()) };
+        let outcome = HandleOutcome {
+            conversation_id: conversation,
+            contact_id: contact,
+            message_id: first.id,
+            bot_active,
+            replies: Vec::new(),
+        };
+        // A record already there (a late AI reply's, say) has the fuller answer: keep it.
+        let _ = t.dedupe.compare_and_swap(
+            join(&[conversation.as_bytes(), provider_message_id.as_bytes()]),
+            None as Option<&[u8]>,
+            Some(dedupe_pointer(seq, &outcome)),
+        )?;
+        Ok(())
     }
 
     /// The highest stored `seq` of a conversation (0 when it has none).
@@ -1578,7 +1677,7 @@ impl Store {
                     break;
                 }
                 batch.remove(tree, key.to_vec());
-                self.keep_answer_of_turn(&key, &messages, &mut batch)?;
+                self.keep_answer_of_turn(&key, &value, &messages, &mut batch)?;
                 expired += old;
                 if let Some(kept) = messages.get(old..).filter(|kept| !kept.is_empty()) {
                     // The turn's younger messages stay, keyed by the first of them.
@@ -1602,12 +1701,15 @@ impl Store {
         Ok(expired)
     }
 
-    /// Before the turn stored under `key` is deleted or moved: a provider-id record pointing
-    /// at it ([`dedupe_pointer`]) gets the whole answer, so a retry is still answered as the
-    /// duplicate it is for as long as provider ids are kept.
+    /// Before the turn stored under `key` (`record`, holding `messages`) is deleted or moved:
+    /// a provider-id record pointing at it ([`dedupe_pointer`]), or the turn itself when it is
+    /// the answer and has no record ([`turns::encode_answer`]), gives the whole answer to a
+    /// record of its own, so a retry is still answered as the duplicate it is for as long as
+    /// provider ids are kept.
     fn keep_answer_of_turn<'t>(
         &'t self,
         key: &[u8],
+        record: &[u8],
         messages: &[Message],
         batch: &mut journal::Batch<'t>,
     ) -> Result<(), StoreError> {
@@ -1621,7 +1723,16 @@ impl Store {
             return Ok(());
         };
         let dedupe_key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
-        let Some(record) = t.dedupe.get(&dedupe_key)? else { return Ok(()) };
+        let Some(kept) = t.dedupe.get(&dedupe_key)? else {
+            let Some(contact) = self.conversation(conversation)?.map(|c| c.contact_id) else { return Ok(()) };
+            if let Some(outcome) = answer_in_turn(conversation, contact, provider_message_id, record)? {
+                let mut full = u64_be(millis(messages[0].created_at)).to_vec();
+                full.extend_from_slice(&encode(&outcome)?);
+                batch.put(&t.dedupe, dedupe_key, full);
+            }
+            return Ok(());
+        };
+        let record = kept;
         let Some((&TURN, pointer)) = record.get(8..).and_then(<[u8]>::split_first) else { return Ok(()) };
         if keys::read_u64_be(pointer, 0) != Some(seq) {
             return Ok(());
@@ -1731,11 +1842,15 @@ mod tests {
 
         let kept = store.expire_dedupe(now() - chrono::Duration::days(7)).expect("sweep");
         assert_eq!(kept, 0, "a record younger than the cutoff stays");
-        assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), Some(outcome));
+        assert_eq!(store.dedupe(c.id, c.contact_id, "wamid.1", None).expect("read"), Some(outcome));
 
         let expired = store.expire_dedupe(now() + chrono::Duration::seconds(1)).expect("sweep");
         assert_eq!(expired, 1);
-        assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), None, "an expired id is forgotten");
+        assert_eq!(
+            store.dedupe(c.id, c.contact_id, "wamid.1", None).expect("read"),
+            None,
+            "an expired id is forgotten"
+        );
     }
 
     fn message(conversation: ConversationId, seq: u64, created_at: chrono::DateTime<chrono::Utc>) -> Message {
@@ -1861,7 +1976,7 @@ mod tests {
     }
 
     #[test]
-    fn a_provider_id_written_apart_from_its_turn_counts_only_once_the_turn_is_stored() {
+    fn an_answer_turn_keeps_its_answer_and_retention_gives_it_a_record() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(dir.path());
         let c = conversation();
@@ -1870,23 +1985,97 @@ mod tests {
         let answered = [from_provider(message(c.id, 3, long_ago), "wamid.answered"), reply(message(c.id, 4, long_ago))];
         let outcome = HandleOutcome { replies: vec![answered[1].as_reply()], ..outcome_for(&c, &answered[0]) };
         write_turn(&store, &c, &answered, Some(("wamid.answered", &outcome)));
-        let record = store.trees().dedupe.get(join(&[c.id.as_bytes(), b"wamid.answered"])).expect("read");
-        assert_eq!(record.map(|r| r.len()), Some(34), "the record points at its turn");
-        assert_eq!(store.dedupe(c.id, "wamid.answered").expect("read"), Some(outcome.clone()));
 
-        // A crash between the two inserts: the provider-id record names turn 5, which never
-        // landed. It does not count, and neither once another message has taken seq 5.
-        let lost = from_provider(message(c.id, 5, now()), "wamid.lost");
-        let key = join(&[c.id.as_bytes(), b"wamid.lost"]);
-        store.trees().dedupe.insert(key, dedupe_pointer(5, &outcome_for(&c, &lost))).expect("inserted");
-        assert_eq!(store.dedupe(c.id, "wamid.lost").expect("read"), None);
-        write_turn(&store, &c, &[message(c.id, 5, now())], None);
-        assert_eq!(store.dedupe(c.id, "wamid.lost").expect("read"), None);
+        let record = store.trees().dedupe.get(join(&[c.id.as_bytes(), b"wamid.answered"])).expect("read");
+        assert_eq!(record, None, "the turn alone keeps the answer");
+        let dedupe = |id, in_turn| store.dedupe(c.id, c.contact_id, id, in_turn).expect("read");
+        assert_eq!(dedupe("wamid.answered", Some(3)), Some(outcome.clone()), "found through the turn");
+        assert_eq!(dedupe("wamid.other", Some(3)), None, "a turn answering another id is no answer");
+        assert_eq!(dedupe("wamid.answered", Some(1)), None, "a turn that is no answer");
 
         // Retention deleting an answered turn does not make its provider id new again.
+        write_turn(&store, &c, &[message(c.id, 5, now())], None);
         assert_eq!(store.expire_messages(now() - chrono::Duration::days(1)).expect("sweep"), 4);
         assert!(store.messages(c.id, 0, 10).expect("read").iter().all(|m| m.seq == 5));
-        assert_eq!(store.dedupe(c.id, "wamid.answered").expect("read"), Some(outcome));
+        assert_eq!(dedupe("wamid.answered", None), Some(outcome), "its record answers now");
+    }
+
+    #[test]
+    fn a_provider_id_record_pointing_at_its_turn_counts_only_once_the_turn_is_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        write_turn(&store, &c, &[message(c.id, 1, now())], None);
+        let dedupe = |id| store.dedupe(c.id, c.contact_id, id, None).expect("read");
+
+        // A crash between a turn leaving the window and the turn pushing it out cannot do
+        // this, but a record naming a turn that never landed must not count, and neither
+        // once another message has taken its seq.
+        let lost = from_provider(message(c.id, 2, now()), "wamid.lost");
+        let key = join(&[c.id.as_bytes(), b"wamid.lost"]);
+        store.trees().dedupe.insert(key, dedupe_pointer(2, &outcome_for(&c, &lost))).expect("inserted");
+        assert_eq!(dedupe("wamid.lost"), None);
+        write_turn(&store, &c, &[message(c.id, 2, now())], None);
+        assert_eq!(dedupe("wamid.lost"), None);
+    }
+
+    #[test]
+    fn a_turn_leaving_the_window_gets_a_pointer_record_before_the_next_is_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        write_turn(&store, &c, &[message(c.id, 1, now())], None);
+        let asked = from_provider(message(c.id, 2, now()), "wamid.2");
+        let answered = [asked.clone(), reply(message(c.id, 3, now()))];
+        let outcome = HandleOutcome { replies: vec![answered[1].as_reply()], ..outcome_for(&c, &asked) };
+        write_turn(&store, &c, &answered, Some(("wamid.2", &outcome)));
+
+        let _ = store
+            .write_conversation(&ConversationWrite {
+                messages: &[message(c.id, 4, now())],
+                leaving_window: Some((2, c.contact_id)),
+                ..ConversationWrite::default()
+            })
+            .expect("written");
+
+        let record = store.trees().dedupe.get(join(&[c.id.as_bytes(), b"wamid.2"])).expect("read");
+        assert_eq!(record.map(|r| r.len()), Some(34), "the record points at the turn");
+        assert_eq!(store.dedupe(c.id, c.contact_id, "wamid.2", None).expect("read"), Some(outcome));
+    }
+
+    #[test]
+    fn the_window_is_rebuilt_from_the_newest_turns_and_complete_only_back_to_the_first() {
+        use super::recent::{Earlier, WINDOW};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let c = conversation();
+        assert_eq!(store.recent_provider_ids(c.id, 1).expect("read").earlier("wamid.1"), Earlier::None);
+        assert_eq!(
+            store.recent_provider_ids(c.id, 9).expect("read").earlier("wamid.1"),
+            Earlier::Look(None),
+            "no turns left of a conversation that had some"
+        );
+        let long_ago = now() - chrono::Duration::days(3);
+        write_turn(&store, &c, &[from_provider(message(c.id, 1, long_ago), "wamid.1")], None);
+        write_turn(&store, &c, &[message(c.id, 2, now()), message(c.id, 3, now())], None);
+        write_turn(&store, &c, &[from_provider(message(c.id, 4, now()), "wamid.4")], None);
+
+        let window = store.recent_provider_ids(c.id, 5).expect("read");
+        assert_eq!(window.earlier("wamid.1"), Earlier::Look(Some(1)));
+        assert_eq!(window.earlier("wamid.4"), Earlier::Look(Some(4)));
+        assert_eq!(window.earlier("wamid.new"), Earlier::None, "every turn back to seq 1 was read");
+
+        assert_eq!(store.expire_messages(now() - chrono::Duration::days(1)).expect("sweep"), 1);
+        let window = store.recent_provider_ids(c.id, 5).expect("read");
+        assert_eq!(window.earlier("wamid.new"), Earlier::Look(None), "turn 1 is gone: its id is in a record");
+
+        for seq in 5..5 + WINDOW as u64 {
+            write_turn(&store, &c, &[from_provider(message(c.id, seq, now()), &format!("wamid.{seq}"))], None);
+        }
+        let window = store.recent_provider_ids(c.id, 5 + WINDOW as u64).expect("read");
+        assert_eq!(window.earlier("wamid.4"), Earlier::Look(None), "older than the window");
+        assert_eq!(window.earlier("wamid.5"), Earlier::Look(Some(5)));
+        assert_eq!(window.leaving(), Some(5));
     }
 
     fn from_provider(message: Message, provider_message_id: &str) -> Message {
@@ -1920,6 +2109,6 @@ mod tests {
         };
         write_turn(&store, &c, std::slice::from_ref(&answer), Some(("wamid.1", &answered)));
 
-        assert_eq!(store.dedupe(c.id, "wamid.1").expect("read"), Some(answered));
+        assert_eq!(store.dedupe(c.id, c.contact_id, "wamid.1", None).expect("read"), Some(answered));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with, TestApp};
 
 const GREETING: &str = "Hello! Welcome. How can I help you?";
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
@@ -279,6 +279,66 @@ async fn a_retried_message_id_returns_the_first_answer_and_stores_nothing() {
     assert_ne!(next["message_id"], first["message_id"]);
     assert_eq!(reply_texts(&next), [FALLBACK]);
     assert_eq!(seqs(&messages(&app, &conversation_id).await), [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_retried_message_id_is_a_duplicate_however_many_turns_followed_also_after_a_restart() {
+    // Arrange: more turns than a conversation's actor keeps provider ids of in memory (64),
+    // agent messages among them, so the oldest answers have left its window.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_app_on(dir.path().to_path_buf(), |_| {}).await;
+    let bot = app.create_chatbot(&app.admin_key, "Support").await;
+    let mut first_answers = Vec::new();
+    for n in 0..80 {
+        first_answers.push(handle_payload(&app, &bot, &text_payload("p-1", "hi", &format!("wamid-{n}"))).await);
+        if n % 10 == 5 {
+            let conversation_id = id_of(&first_answers[0], "conversation_id");
+            let posted = app
+                .post(
+                    &format!("/v1/conversations/{conversation_id}/messages"),
+                    &app.admin_key,
+                    &json!({ "content": "FYI" }),
+                )
+                .await;
+            assert_eq!(posted.status(), 201, "agent message");
+            put_settings(&app, &bot, &json!({ "auto_pause_on_agent_message": false })).await;
+            let resumed = app
+                .post(
+                    &format!("/v1/conversations/{conversation_id}/bot-control"),
+                    &app.admin_key,
+                    &json!({ "action": "resume" }),
+                )
+                .await;
+            assert_eq!(resumed.status(), 200, "resume");
+        }
+    }
+    let conversation_id = id_of(&first_answers[0], "conversation_id");
+    let stored = messages(&app, &conversation_id).await.len();
+    let assert_replayed = |retry: &Value, n: usize| {
+        let first = &first_answers[n];
+        assert_eq!(retry["duplicate"], true, "wamid-{n}: {retry}");
+        assert_eq!(retry["message_id"], first["message_id"], "wamid-{n}");
+        assert_eq!(retry["replies"], first["replies"], "wamid-{n}");
+        assert_eq!(retry["bot_active"], first["bot_active"], "wamid-{n}");
+    };
+
+    // Act + Assert: old and recent ids, live
+    for n in [0, 1, 6, 7, 40, 79] {
+        let retry = handle_payload(&app, &bot, &text_payload("p-1", "hi", &format!("wamid-{n}"))).await;
+        assert_replayed(&retry, n);
+    }
+
+    // Act + Assert: and after a restart, when the actor rebuilds what it remembers
+    app.stop();
+    let app = spawn_app_on(dir.path().to_path_buf(), |_| {}).await;
+    for n in [0, 1, 6, 7, 16, 40, 78, 79] {
+        let retry = handle_payload(&app, &bot, &text_payload("p-1", "hi", &format!("wamid-{n}"))).await;
+        assert_replayed(&retry, n);
+    }
+    assert_eq!(messages(&app, &conversation_id).await.len(), stored, "retries store nothing");
+    let next = handle_payload(&app, &bot, &text_payload("p-1", "hi", "wamid-new")).await;
+    assert_eq!(next["duplicate"], false);
+    assert_eq!(messages(&app, &conversation_id).await.len(), stored + 2);
 }
 
 #[tokio::test]

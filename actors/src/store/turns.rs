@@ -2,7 +2,8 @@
 //! one value of the `messages` tree, under conversation ++ the first message's seq. A turn is
 //! then one key, written with one insert, and the tree stays ordered by seq.
 //!
-//! The record is `TURN`, a format byte, then a MessagePack array of messages, each a
+//! The record is `TURN`, a format byte (and for an answer, `bot_active`), then a MessagePack
+//! array of messages, each a
 //! positional array ([`Stored`]): ids as two integers, the time as seconds and nanoseconds,
 //! and no conversation id (the key has it). That is about a third of the named encoding
 //! of the same messages, and every byte of a record is copied into sled's log, rewritten with
@@ -21,6 +22,12 @@ pub(super) const TURN: u8 = 0xc1;
 
 /// The format byte after `TURN`.
 const POSITIONAL: u8 = 1;
+
+/// The format byte of a turn that is the whole answer to its first message's provider id:
+/// `bot_active` as that answer gave it follows, then the messages as in [`POSITIONAL`]. Such
+/// a turn needs no provider-id record while its conversation's actor remembers the id
+/// (see [`super::recent`]).
+const ANSWER: u8 = 2;
 
 /// A message as a turn record stores it (a MessagePack array, in this field order).
 #[derive(Debug, Deserialize)]
@@ -79,6 +86,25 @@ fn corrupt(message: String) -> StoreError {
 
 /// The record of a turn's `messages` (all of one conversation, in seq order).
 pub(super) fn encode(messages: &[Message]) -> Result<Vec<u8>, StoreError> {
+    encode_after(&[TURN, POSITIONAL], messages)
+}
+
+/// The record of a turn that answers its first message's provider id, leaving the bot active
+/// or not ([`ANSWER`]).
+pub(super) fn encode_answer(messages: &[Message], bot_active: bool) -> Result<Vec<u8>, StoreError> {
+    encode_after(&[TURN, ANSWER, u8::from(bot_active)], messages)
+}
+
+/// `bot_active` as the answer a record of [`encode_answer`] holds gave it; `None` for any
+/// other record.
+pub(super) fn answer_bot_active(record: &[u8]) -> Option<bool> {
+    match record {
+        [TURN, ANSWER, flag, ..] => Some(*flag == 1),
+        _ => None,
+    }
+}
+
+fn encode_after(header: &[u8], messages: &[Message]) -> Result<Vec<u8>, StoreError> {
     let stored: Vec<StoredRef<'_>> = messages
         .iter()
         .map(|m| StoredRef {
@@ -96,7 +122,7 @@ pub(super) fn encode(messages: &[Message]) -> Result<Vec<u8>, StoreError> {
         })
         .collect();
     let mut record = Vec::with_capacity(16 + messages.iter().map(|m| 64 + m.content.len()).sum::<usize>());
-    record.extend_from_slice(&[TURN, POSITIONAL]);
+    record.extend_from_slice(header);
     rmp_serde::encode::write(&mut record, &stored).map_err(|e| StoreError::Encode(e.to_string()))?;
     Ok(record)
 }
@@ -104,7 +130,7 @@ pub(super) fn encode(messages: &[Message]) -> Result<Vec<u8>, StoreError> {
 /// The messages of a record of `conversation`'s `messages`, in order.
 pub(super) fn decode(conversation: ConversationId, record: &[u8]) -> Result<Vec<Message>, StoreError> {
     let positional = match record {
-        [TURN, POSITIONAL, rest @ ..] => rest,
+        [TURN, POSITIONAL, rest @ ..] | [TURN, ANSWER, _, rest @ ..] => rest,
         [TURN, ..] => return Err(corrupt("unknown turn record format".into())),
         // A record from before turns: one message, named encoding.
         _ => return Ok(vec![super::decode("messages", record)?]),
@@ -161,6 +187,18 @@ mod tests {
         let record = encode(&turn).expect("encodes");
 
         assert_eq!(decode(conversation, &record).expect("decodes"), turn);
+    }
+
+    #[test]
+    fn an_answer_turn_reads_like_any_turn_and_keeps_bot_active() {
+        let conversation = ConversationId::new_random();
+        let turn = vec![message(conversation, 1, Role::User), message(conversation, 2, Role::Assistant)];
+        for bot_active in [true, false] {
+            let record = encode_answer(&turn, bot_active).expect("encodes");
+            assert_eq!(decode(conversation, &record).expect("decodes"), turn);
+            assert_eq!(answer_bot_active(&record), Some(bot_active));
+        }
+        assert_eq!(answer_bot_active(&encode(&turn).expect("encodes")), None, "a plain turn is no answer");
     }
 
     #[test]
