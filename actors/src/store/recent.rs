@@ -23,8 +23,9 @@ pub const WINDOW: usize = 64;
 /// See the module documentation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecentProviderIds {
-    /// (hash of the provider id of the turn's first message, the turn's seq), oldest first.
-    turns: VecDeque<(Option<u64>, u64)>,
+    /// (hash of the provider id of the turn's first message or [`NO_ID`], the turn's seq),
+    /// oldest first: 16 bytes a turn.
+    turns: VecDeque<(u64, u64)>,
     complete: bool,
 }
 
@@ -55,7 +56,7 @@ impl RecentProviderIds {
 
     /// Where to look for an earlier answer to `provider_message_id`.
     pub fn earlier(&self, provider_message_id: &str) -> Earlier {
-        let hash = Some(hash(provider_message_id));
+        let hash = hash(provider_message_id);
         match self.turns.iter().rev().find(|(h, _)| *h == hash) {
             Some(&(_, seq)) => Earlier::Look(Some(seq)),
             None if self.complete => Earlier::None,
@@ -67,7 +68,7 @@ impl RecentProviderIds {
     /// the window is full.
     pub fn leaving(&self) -> Option<u64> {
         match self.turns.front() {
-            Some(&(Some(_), seq)) if self.turns.len() >= WINDOW => Some(seq),
+            Some(&(hash, seq)) if hash != NO_ID && self.turns.len() >= WINDOW => Some(seq),
             _ => None,
         }
     }
@@ -76,20 +77,23 @@ impl RecentProviderIds {
     /// oldest turn leaves when the window is full.
     pub fn remember(&mut self, provider_message_id: Option<&str>, seq: u64) {
         if self.turns.len() >= WINDOW {
-            if let Some((Some(_), _)) = self.turns.pop_front() {
+            if self.turns.pop_front().is_some_and(|(hash, _)| hash != NO_ID) {
                 self.complete = false;
             }
         }
-        self.turns.push_back((provider_message_id.map(hash), seq));
+        self.turns.push_back((provider_message_id.map_or(NO_ID, hash), seq));
     }
 }
 
-/// A stable 64-bit hash of a provider id. A collision costs only a read: the turn or record
-/// found is checked against the id itself.
+/// The hash place of a turn without a provider id; no id hashes to it.
+const NO_ID: u64 = 0;
+
+/// A stable 64-bit hash of a provider id, never [`NO_ID`]. A collision costs only a read: the
+/// turn or record found is checked against the id itself.
 fn hash(provider_message_id: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     provider_message_id.hash(&mut hasher);
-    hasher.finish()
+    hasher.finish().max(1)
 }
 
 #[cfg(test)]
