@@ -14,7 +14,6 @@
 //! was rebuilt from every turn back to seq 1 and nothing left it since. Then an id it does not
 //! hold is new without a read; otherwise the provider-id records are read as well.
 
-use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 /// Turns whose provider ids an actor remembers; older ones have provider-id records.
@@ -24,8 +23,9 @@ pub const WINDOW: usize = 64;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecentProviderIds {
     /// (hash of the provider id of the turn's first message or [`NO_ID`], the turn's seq),
-    /// oldest first: 16 bytes a turn.
-    turns: VecDeque<(u64, u64)>,
+    /// oldest first: 16 bytes a turn, allocated exactly (most conversations are a few turns
+    /// and 100,000 of them may be live).
+    turns: Vec<(u64, u64)>,
     complete: bool,
 }
 
@@ -41,13 +41,13 @@ pub enum Earlier {
 impl RecentProviderIds {
     /// The window of a conversation without turns: complete and empty.
     pub fn new_conversation() -> Self {
-        Self { turns: VecDeque::new(), complete: true }
+        Self { turns: Vec::new(), complete: true }
     }
 
     /// A window of `turns` (provider id and seq, oldest first; the newest [`WINDOW`] are
     /// kept), complete if they are every turn the conversation ever had.
     pub(super) fn rebuilt<'p>(turns: impl IntoIterator<Item = (Option<&'p str>, u64)>, complete: bool) -> Self {
-        let mut window = Self { turns: VecDeque::new(), complete };
+        let mut window = Self { turns: Vec::new(), complete };
         for (provider_message_id, seq) in turns {
             window.remember(provider_message_id, seq);
         }
@@ -67,7 +67,7 @@ impl RecentProviderIds {
     /// The seq of the turn with a provider id that the next [`Self::remember`] pushes out, if
     /// the window is full.
     pub fn leaving(&self) -> Option<u64> {
-        match self.turns.front() {
+        match self.turns.first() {
             Some(&(hash, seq)) if hash != NO_ID && self.turns.len() >= WINDOW => Some(seq),
             _ => None,
         }
@@ -77,11 +77,13 @@ impl RecentProviderIds {
     /// oldest turn leaves when the window is full.
     pub fn remember(&mut self, provider_message_id: Option<&str>, seq: u64) {
         if self.turns.len() >= WINDOW {
-            if self.turns.pop_front().is_some_and(|(hash, _)| hash != NO_ID) {
+            if self.turns.remove(0).0 != NO_ID {
                 self.complete = false;
             }
+        } else {
+            self.turns.reserve_exact(1);
         }
-        self.turns.push_back((provider_message_id.map_or(NO_ID, hash), seq));
+        self.turns.push((provider_message_id.map_or(NO_ID, hash), seq));
     }
 }
 
