@@ -301,21 +301,20 @@ pub struct ConversationActor {
     /// The conversation this actor owns (fixed for its life).
     id: ConversationId,
     store: Store,
+    /// Also holds what every actor shares: the HTTP client for `api_fetch` steps, the idle
+    /// time and mailbox size (kept there, not here: 100,000 actors may be live).
     registry: Registry,
-    /// For `api_fetch` steps.
-    http: reqwest::Client,
     /// Which registry entry this actor is, so a stale one never removes its successor.
     generation: u64,
     /// The conversation as last persisted; `None` until it is opened.
     conversation: Option<Conversation>,
-    /// Its latest session as last persisted.
-    session: Option<Session>,
+    /// Its latest session as last persisted (boxed: most conversations have none, and an
+    /// actor's size decides the allocation of every live one).
+    session: Option<Box<Session>>,
     /// Its newest turns' provider ids, read from the store when first needed.
     recent: Option<RecentProviderIds>,
     /// When the last message was handled, for passivation.
     last_active: Instant,
-    idle_after: Duration,
-    mailbox_capacity: usize,
     /// Set once the actor decided to stop; later messages are bounced to a fresh actor.
     passivated: bool,
     /// Bumped by every user message and every change of hands: an AI answer started under
@@ -661,17 +660,9 @@ impl Turn {
 
 impl ConversationActor {
     /// Builds the actor from the conversation's snapshot in `store`.
-    pub(crate) fn load(
-        id: ConversationId,
-        store: Store,
-        registry: Registry,
-        http: reqwest::Client,
-        generation: u64,
-        idle_after: Duration,
-        mailbox_capacity: usize,
-    ) -> Self {
+    pub(crate) fn load(id: ConversationId, store: Store, registry: Registry, generation: u64) -> Self {
         let (conversation, session, load_error) = match load_snapshot(&store, id) {
-            Ok((conversation, session)) => (conversation, session, None),
+            Ok((conversation, session)) => (conversation, session.map(Box::new), None),
             Err(error) => {
                 tracing::error!(%error, conversation_id = %id, "could not load conversation snapshot");
                 (None, None, Some(error.to_string()))
@@ -681,14 +672,11 @@ impl ConversationActor {
             id,
             store,
             registry,
-            http,
             generation,
             conversation,
             session,
             recent: None,
             last_active: Instant::now(),
-            idle_after,
-            mailbox_capacity,
             passivated: false,
             ai_token: 0,
             ai_waiters: Vec::new(),
@@ -798,7 +786,7 @@ impl ConversationActor {
             created: false,
             contact,
             contact_changed: false,
-            session: self.session.clone(),
+            session: self.session.as_deref().cloned(),
             session_changed: false,
             messages: Vec::new(),
             transfer: None,
@@ -932,7 +920,7 @@ impl ConversationActor {
             recent.remember(provider_message_id.as_deref(), seq);
         }
         self.conversation = Some(turn.conversation.clone());
-        self.session = turn.session.clone();
+        self.session = turn.session.clone().map(Box::new);
         if paused || resumed {
             // Only now, with the change written, so whoever waited reads the new state.
             self.supersede_ai();
@@ -1068,7 +1056,7 @@ impl ConversationActor {
             return Box::pin(fut::ready(Ok(turn)));
         };
         turn.trace(format!("api_fetch {} {}", request.method, request.url));
-        let call = fetch(self.http.clone(), request);
+        let call = fetch(self.registry.http().clone(), request);
         Box::pin(call.into_actor(self).then(move |outcome, actor, _ctx| {
             if let FetchOutcome::Failed(why) = &outcome {
                 turn.trace(format!("api_fetch failed: {why}"));
@@ -1215,7 +1203,12 @@ impl ConversationActor {
     }
 
     fn changed(&self, created: bool, ticket: CommitTicket) -> Result<Changed, ConversationError> {
-        Ok(Changed { conversation: self.existing()?.clone(), session: self.session.clone(), created, ticket })
+        Ok(Changed {
+            conversation: self.existing()?.clone(),
+            session: self.session.as_deref().cloned(),
+            created,
+            ticket,
+        })
     }
 }
 
@@ -1422,11 +1415,12 @@ impl Actor for ConversationActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        ctx.set_mailbox_capacity(self.registry.mailbox_capacity());
         self.registry.actor_started();
-        let check_every = (self.idle_after / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
-        ctx.run_interval(check_every, |actor, ctx| {
-            if actor.last_active.elapsed() >= actor.idle_after {
+        let idle_after = self.registry.idle_passivate();
+        let check_every = (idle_after / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        ctx.run_interval(check_every, move |actor, ctx| {
+            if actor.last_active.elapsed() >= idle_after {
                 actor.registry.count_passivation();
                 actor.passivate(ctx);
             }
@@ -1852,7 +1846,7 @@ impl ConversationActor {
         session.last_activity = at;
         turn.session_changed = true;
         let ticket = self.commit(&mut turn, None)?;
-        let session = self.session.clone().ok_or(ConversationError::Missing("session"))?;
+        let session = self.session.as_deref().cloned().ok_or(ConversationError::Missing("session"))?;
         Ok(SessionChanged { session, ticket })
     }
 }

@@ -166,6 +166,21 @@ impl Registry {
         self.inner.panic_on_text.as_deref()
     }
 
+    /// The HTTP client of flows' `api_fetch` steps.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Idle time after which an actor stops.
+    pub(crate) fn idle_passivate(&self) -> Duration {
+        self.inner.config.idle_passivate
+    }
+
+    /// Requests an actor's mailbox holds.
+    pub(crate) fn mailbox_capacity(&self) -> usize {
+        self.inner.config.mailbox_capacity
+    }
+
     /// The chatbot configuration cache.
     pub fn configs(&self) -> &BotConfigs {
         &self.configs
@@ -195,18 +210,9 @@ impl Registry {
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         let arbiter =
             &self.inner.arbiters[(Self::hash(id).rotate_left(17) % self.inner.arbiters.len() as u64) as usize];
-        let (store, registry, config, http) =
-            (self.store.clone(), self.clone(), self.inner.config.clone(), self.http.clone());
+        let (store, registry) = (self.store.clone(), self.clone());
         let addr = ConversationActor::start_in_arbiter(arbiter, move |_| {
-            ConversationActor::load(
-                id,
-                store,
-                registry,
-                http,
-                generation,
-                config.idle_passivate,
-                config.mailbox_capacity,
-            )
+            ConversationActor::load(id, store, registry, generation)
         });
         let entry = Entry { addr, in_flight: Arc::new(AtomicUsize::new(0)), generation };
         shard.insert(id, entry.clone());
