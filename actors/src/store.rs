@@ -735,34 +735,35 @@ impl Store {
 
     /// Applies one actor turn atomically.
     ///
-    /// The common turn, a message with its replies and nothing else, is at most two inserts
-    /// and needs no journal: the provider-id record goes first, pointing at its turn's seq
-    /// ([`dedupe_pointer`]), then the turn record, which starts with the message the provider
-    /// id names and holds the replies. sled recovers a prefix of its log, so a crash can leave
-    /// the first without the second but never the reverse, and [`Store::dedupe`] counts a
-    /// provider id only when its turn is there. Any other turn (one that changes more, or
-    /// answers a message stored by an earlier turn, as a late AI reply does) is one journaled
-    /// batch, with the whole answer in the provider-id record.
+    /// A turn that is the whole answer to its provider id (it starts with that message and
+    /// holds the replies) keeps the answer itself ([`turns::encode_answer`]) and writes no
+    /// provider-id record: the actor's window of recent ids finds it ([`recent`]). The common
+    /// turn, a message with its replies and nothing else, is then one insert with no journal.
+    /// Any other turn (one that changes more) is one journaled batch; one that answers a
+    /// message stored by an earlier turn, as a late AI reply does, writes the whole answer in
+    /// the provider-id record. First, when a turn leaves the actor's window, its id gets a
+    /// record ([`ConversationWrite::leaving_window`]).
     pub fn write_conversation(&self, write: &ConversationWrite<'_>) -> Result<CommitTicket, StoreError> {
         self.check_write()?;
         let t = self.trees();
         let dedupe_key = |provider_id: &str, outcome: &HandleOutcome| {
             join(&[outcome.conversation_id.as_bytes(), provider_id.as_bytes()])
         };
+        // The turn is the whole answer to its provider id: it keeps it, and no record is written.
+        let answered_by_turn = write
+            .dedupe
+            .is_some_and(|(provider_id, outcome)| answer_follows_from(write.messages, provider_id, outcome));
         let only_messages = !write.created
             && write.conversation.is_none()
             && write.contact.is_none()
             && write.session.is_none()
             && write.transfer.is_none()
             && write.deliveries.is_empty()
-            && write
-                .dedupe
-                .is_none_or(|(provider_id, outcome)| answer_follows_from(write.messages, provider_id, outcome));
+            && (write.dedupe.is_none() || answered_by_turn);
         let turn = match write.messages.first() {
             Some(first) => {
                 let record = match write.dedupe {
-                    // The turn is the whole answer: it keeps it, and no record is written.
-                    Some((_, outcome)) if only_messages => turns::encode_answer(write.messages, outcome.bot_active)?,
+                    Some((_, outcome)) if answered_by_turn => turns::encode_answer(write.messages, outcome.bot_active)?,
                     _ => turns::encode(write.messages)?,
                 };
                 Some((join(&[first.conversation_id.as_bytes(), &u64_be(first.seq)]), record))
@@ -783,6 +784,7 @@ impl Store {
         let contact = write.contact.map(|c| encode(c).map(|bytes| (c.id, bytes))).transpose()?;
         let dedupe = write
             .dedupe
+            .filter(|_| !answered_by_turn)
             .map(|(provider_id, outcome)| {
                 dedupe_record(outcome).map(|record| (dedupe_key(provider_id, outcome), record))
             })
@@ -2091,9 +2093,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(dir.path());
         let c = conversation();
-        let asked = message(c.id, 1, now());
+        let asked = from_provider(message(c.id, 1, now()), "wamid.1");
         let waiting = outcome_for(&c, &asked);
         write_turn(&store, &c, std::slice::from_ref(&asked), Some(("wamid.1", &waiting)));
+        let record = |id: &[u8]| store.trees().dedupe.get(join(&[c.id.as_bytes(), id])).expect("read");
+        assert_eq!(record(b"wamid.1"), None, "a journaled turn (it created the conversation) keeps its answer too");
+        assert_eq!(store.dedupe(c.id, c.contact_id, "wamid.1", Some(1)).expect("read"), Some(waiting.clone()));
 
         // The model's answer comes in a turn of its own, starting with the reply.
         let answer = message(c.id, 2, now());

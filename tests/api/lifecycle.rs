@@ -150,8 +150,9 @@ async fn receiver() -> MockServer {
 #[derive(Debug)]
 struct Footprint {
     contact: String,
-    /// On wa-main (with an open flow session) and on wa-backup (transferred to a human).
-    conversations: [String; 2],
+    /// On wa-main (with an open flow session), on wa-backup (transferred to a human) and on
+    /// wa-extra (more turns than an actor keeps provider ids of).
+    conversations: [String; 3],
     session: String,
     transfer: String,
     deliveries: Vec<String>,
@@ -214,7 +215,16 @@ async fn converse(app: &TestApp, bot: &str, person: &Person) -> Footprint {
             .then(|| mine.iter().map(|d| str_of(d, "id")).collect::<Vec<_>>())
     })
     .await;
-    Footprint { contact, conversations, session, transfer, deliveries }
+    // More turns than an actor keeps provider ids of (64), in a conversation of their own: the
+    // oldest id leaves the window and gets a record in `dedupe` (the others keep their answers
+    // in their turns).
+    let mut extra = String::new();
+    for n in 0..=64 {
+        let said = say(app, bot, person, "wa-extra", &format!("wamid.{tag}.extra.{n}"), "thanks", false).await;
+        extra = str_of(&said, "conversation_id");
+    }
+    let [main, backup] = conversations;
+    Footprint { contact, conversations: [main, backup, extra], session, transfer, deliveries }
 }
 
 /// The store's trees holding an entry that mentions any of `needles`, with how many.
