@@ -249,53 +249,44 @@ fn dedupe_record(outcome: &HandleOutcome) -> Result<Vec<u8>, StoreError> {
 /// A `dedupe` record pointing at its turn: its time, `TURN`, the turn's seq, `bot_active` and
 /// the contact id (34 bytes). The rest of the answer is the turn itself: its first message
 /// and the replies in it ([`answer_of_turn`]).
-fn dedupe_pointer(seq: u64, outcome: &HandleOutcome) -> Vec<u8> {
+fn dedupe_pointer(seq: u64, bot_active: bool, contact: ContactId) -> Vec<u8> {
     let mut record = u64_be(millis(crate::model::now())).to_vec();
     record.push(TURN);
     record.extend_from_slice(&u64_be(seq));
-    record.push(u8::from(outcome.bot_active));
-    record.extend_from_slice(outcome.contact_id.as_bytes());
+    record.push(u8::from(bot_active));
+    record.extend_from_slice(contact.as_bytes());
     record
 }
 
-/// The answer a pointer record (what follows its `TURN` byte) and its turn make, when the turn
-/// starts with the message `provider_message_id` names; `None` when another turn holds the seq.
+/// The answer `turn` (messages of `conversation`, of `contact`) gives when it starts with the
+/// message `provider_message_id` names and left the bot active or not; `None` for a turn
+/// that starts otherwise (another turn took the seq, or a hash of the id collided).
+fn answer_from_turn(
+    conversation: ConversationId,
+    contact: ContactId,
+    provider_message_id: &str,
+    bot_active: bool,
+    turn: &[Message],
+) -> Option<HandleOutcome> {
+    let first = turn.first().filter(|m| m.provider_message_id.as_deref() == Some(provider_message_id))?;
+    Some(HandleOutcome {
+        conversation_id: conversation,
+        contact_id: contact,
+        message_id: first.id,
+        bot_active,
+        replies: Message::replies_among(turn),
+    })
+}
+
+/// The answer a pointer record (what follows its `TURN` byte) and its turn make.
 fn answer_of_turn(
     conversation: ConversationId,
     provider_message_id: &str,
     pointer: &[u8],
     turn: &[Message],
 ) -> Option<HandleOutcome> {
-    let first = turn.first().filter(|m| m.provider_message_id.as_deref() == Some(provider_message_id))?;
-    Some(HandleOutcome {
-        conversation_id: conversation,
-        contact_id: ContactId::from_slice(pointer.get(9..25)?)?,
-        message_id: first.id,
-        bot_active: *pointer.get(8)? == 1,
-        replies: Message::replies_among(turn),
-    })
-}
-
-/// The answer a turn record holds ([`turns::encode_answer`]) when it answers
-/// `provider_message_id`.
-fn answer_in_turn(
-    conversation: ConversationId,
-    contact: ContactId,
-    provider_message_id: &str,
-    record: &[u8],
-) -> Result<Option<HandleOutcome>, StoreError> {
-    let Some(bot_active) = turns::answer_bot_active(record) else { return Ok(None) };
-    let turn = turns::decode(conversation, record)?;
-    let Some(first) = turn.first().filter(|m| m.provider_message_id.as_deref() == Some(provider_message_id)) else {
-        return Ok(None);
-    };
-    Ok(Some(HandleOutcome {
-        conversation_id: conversation,
-        contact_id: contact,
-        message_id: first.id,
-        bot_active,
-        replies: Message::replies_among(&turn),
-    }))
+    let contact = ContactId::from_slice(pointer.get(9..25)?)?;
+    answer_from_turn(conversation, contact, provider_message_id, *pointer.get(8)? == 1, turn)
 }
 
 /// Whether a pointer record rebuilds `outcome` from `messages`: they start with the message
@@ -860,7 +851,10 @@ impl Store {
             let Some(turn) = self.trees().messages.get(join(&[conversation.as_bytes(), &u64_be(seq)]))? else {
                 return Ok(None);
             };
-            return answer_in_turn(conversation, contact, provider_message_id, &turn);
+            // A turn that is the answer itself ([`turns::encode_answer`]).
+            let Some(bot_active) = turns::answer_bot_active(&turn) else { return Ok(None) };
+            let messages = turns::decode(conversation, &turn)?;
+            return Ok(answer_from_turn(conversation, contact, provider_message_id, bot_active, &messages));
         };
         let short = || StoreError::Corrupt { tree: "dedupe", message: "short record".into() };
         match record.get(8..).ok_or_else(short)?.split_first().ok_or_else(short)? {
@@ -968,18 +962,11 @@ impl Store {
         let turn = turns::decode(conversation, &record)?;
         let Some(first) = turn.first() else { return Ok(()) };
         let Some(provider_message_id) = first.provider_message_id.as_deref() else { return Ok(()) };
-        let outcome = HandleOutcome {
-            conversation_id: conversation,
-            contact_id: contact,
-            message_id: first.id,
-            bot_active,
-            replies: Vec::new(),
-        };
         // A record already there (a late AI reply's, say) has the fuller answer: keep it.
         let _ = t.dedupe.compare_and_swap(
             join(&[conversation.as_bytes(), provider_message_id.as_bytes()]),
             None as Option<&[u8]>,
-            Some(dedupe_pointer(seq, &outcome)),
+            Some(dedupe_pointer(seq, bot_active, contact)),
         )?;
         Ok(())
     }
@@ -1668,6 +1655,8 @@ impl Store {
                 continue;
             };
             let conversation = id.as_bytes().to_vec();
+            // Its contact, read once when an answer turn without a record needs one.
+            let mut contact = None;
             let mut batch = journal::Batch::default();
             let mut all = true;
             for entry in tree.scan_prefix(&conversation) {
@@ -1679,7 +1668,7 @@ impl Store {
                     break;
                 }
                 batch.remove(tree, key.to_vec());
-                self.keep_answer_of_turn(&key, &value, &messages, &mut batch)?;
+                self.keep_answer_of_turn(&key, &value, &messages, &mut contact, &mut batch)?;
                 expired += old;
                 if let Some(kept) = messages.get(old..).filter(|kept| !kept.is_empty()) {
                     // The turn's younger messages stay, keyed by the first of them.
@@ -1707,12 +1696,13 @@ impl Store {
     /// a provider-id record pointing at it ([`dedupe_pointer`]), or the turn itself when it is
     /// the answer and has no record ([`turns::encode_answer`]), gives the whole answer to a
     /// record of its own, so a retry is still answered as the duplicate it is for as long as
-    /// provider ids are kept.
+    /// provider ids are kept. `contact` caches the conversation's contact (read when needed).
     fn keep_answer_of_turn<'t>(
         &'t self,
         key: &[u8],
         record: &[u8],
         messages: &[Message],
+        contact: &mut Option<Option<ContactId>>,
         batch: &mut journal::Batch<'t>,
     ) -> Result<(), StoreError> {
         let t = self.trees();
@@ -1726,21 +1716,24 @@ impl Store {
         };
         let dedupe_key = join(&[conversation.as_bytes(), provider_message_id.as_bytes()]);
         let Some(kept) = t.dedupe.get(&dedupe_key)? else {
-            let Some(contact) = self.conversation(conversation)?.map(|c| c.contact_id) else { return Ok(()) };
-            if let Some(outcome) = answer_in_turn(conversation, contact, provider_message_id, record)? {
+            let Some(bot_active) = turns::answer_bot_active(record) else { return Ok(()) };
+            if contact.is_none() {
+                *contact = Some(self.conversation(conversation)?.map(|c| c.contact_id));
+            }
+            let Some(contact) = contact.flatten() else { return Ok(()) };
+            if let Some(outcome) = answer_from_turn(conversation, contact, provider_message_id, bot_active, messages) {
                 let mut full = u64_be(millis(messages[0].created_at)).to_vec();
                 full.extend_from_slice(&encode(&outcome)?);
                 batch.put(&t.dedupe, dedupe_key, full);
             }
             return Ok(());
         };
-        let record = kept;
-        let Some((&TURN, pointer)) = record.get(8..).and_then(<[u8]>::split_first) else { return Ok(()) };
+        let Some((&TURN, pointer)) = kept.get(8..).and_then(<[u8]>::split_first) else { return Ok(()) };
         if keys::read_u64_be(pointer, 0) != Some(seq) {
             return Ok(());
         }
         if let Some(outcome) = answer_of_turn(conversation, provider_message_id, pointer, messages) {
-            let mut full = record[..8].to_vec();
+            let mut full = kept[..8].to_vec();
             full.extend_from_slice(&encode(&outcome)?);
             batch.put(&t.dedupe, dedupe_key, full);
         }
@@ -2013,9 +2006,8 @@ mod tests {
         // A crash between a turn leaving the window and the turn pushing it out cannot do
         // this, but a record naming a turn that never landed must not count, and neither
         // once another message has taken its seq.
-        let lost = from_provider(message(c.id, 2, now()), "wamid.lost");
         let key = join(&[c.id.as_bytes(), b"wamid.lost"]);
-        store.trees().dedupe.insert(key, dedupe_pointer(2, &outcome_for(&c, &lost))).expect("inserted");
+        store.trees().dedupe.insert(key, dedupe_pointer(2, true, c.contact_id)).expect("inserted");
         assert_eq!(dedupe("wamid.lost"), None);
         write_turn(&store, &c, &[message(c.id, 2, now())], None);
         assert_eq!(dedupe("wamid.lost"), None);
