@@ -2,9 +2,10 @@
 //!
 //! A writer applies its change to sled (in memory and the log buffer), takes a ticket, and
 //! awaits [`GroupCommit::durable`]. The committer thread takes the newest ticket issued,
-//! flushes sled and then `fsync`s the database file (sled 0.34's `flush` ends in
-//! `sync_file_range`, which does not persist metadata), and wakes every writer whose ticket
-//! that round covered. Durability costs one flush per batch, not per write, and no actix
+//! flushes sled and then `fdatasync`s the database file, and wakes every writer whose ticket
+//! that round covered. sled 0.34's `flush` ends in `sync_file_range`, which neither flushes
+//! the disk's write cache nor persists a grown file's size; `fdatasync` does both, and
+//! skips the journal commit a full `fsync` would make for the file's modification time. Durability costs one flush per batch, not per write, and no actix
 //! worker ever blocks on a disk.
 //!
 //! A round that fails is retried, but the writers it was to cover are not left waiting for a
@@ -68,6 +69,9 @@ struct Shared {
     /// Guards the wake-up condition; `true` once shutdown was requested.
     wake: Mutex<bool>,
     signal: Condvar,
+    /// Whether the committer is (about to be) waiting on `signal`: a writer wakes it only
+    /// then, so the writers of a busy round cost no `futex` call each.
+    idle: AtomicBool,
     progress: watch::Sender<Progress>,
     stats: CommitStats,
     /// Injected fault: every flush fails while set (tests).
@@ -91,6 +95,7 @@ impl GroupCommit {
             issued: AtomicU64::new(0),
             wake: Mutex::new(false),
             signal: Condvar::new(),
+            idle: AtomicBool::new(false),
             progress,
             stats: CommitStats::default(),
             failing: AtomicBool::new(false),
@@ -112,8 +117,10 @@ impl GroupCommit {
     /// Takes a ticket for everything applied so far and asks the committer to cover it.
     pub fn ticket(&self) -> CommitTicket {
         let ticket = self.shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fsync {
-            // Taking the lock orders this notify after the committer's check of `issued`.
+        // The committer marks itself idle before it checks `issued` (both SeqCst), so either
+        // it sees this ticket or this sees it idle. Taking the lock orders the notify after
+        // its check.
+        if self.fsync && self.shared.idle.load(Ordering::SeqCst) {
             drop(self.shared.wake.lock().unwrap_or_else(|e| e.into_inner()));
             self.shared.signal.notify_one();
         }
@@ -161,9 +168,11 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
     loop {
         {
             let mut stopping = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+            shared.idle.store(true, Ordering::SeqCst);
             while shared.issued.load(Ordering::SeqCst) <= covered && !*stopping {
                 stopping = shared.signal.wait(stopping).unwrap_or_else(|e| e.into_inner());
             }
+            shared.idle.store(false, Ordering::SeqCst);
             if *stopping && shared.issued.load(Ordering::SeqCst) <= covered {
                 return;
             }
@@ -175,7 +184,7 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
         let result = if shared.failing.load(Ordering::SeqCst) {
             Err(StoreError::Io(std::io::Error::other("injected fault: the flush failed")))
         } else {
-            db.flush().map_err(StoreError::from).and_then(|_| db_file.sync_all().map_err(StoreError::Io))
+            db.flush().map_err(StoreError::from).and_then(|_| db_file.sync_data().map_err(StoreError::Io))
         };
         match result {
             Ok(()) => {
