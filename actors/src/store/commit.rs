@@ -3,10 +3,12 @@
 //! A writer applies its change to sled (in memory and the log buffer), takes a ticket, and
 //! awaits [`GroupCommit::durable`]. The committer thread takes the newest ticket issued,
 //! flushes sled and then `fdatasync`s the database file, and wakes every writer whose ticket
-//! that round covered. sled 0.34's `flush` ends in `sync_file_range`, which neither flushes
-//! the disk's write cache nor persists a grown file's size; `fdatasync` does both, and
-//! skips the journal commit a full `fsync` would make for the file's modification time. Durability costs one flush per batch, not per write, and no actix
+//! that round covered. Durability costs one flush per batch, not per write, and no actix
 //! worker ever blocks on a disk.
+//!
+//! sled 0.34's `flush` ends in `sync_file_range`, which neither flushes the disk's write
+//! cache nor persists a grown file's size; `fdatasync` does both, and skips the journal
+//! commit a full `fsync` would make for the file's modification time.
 //!
 //! A round that fails is retried, but the writers it was to cover are not left waiting for a
 //! disk that may never come back: they get the error at once (their request answers 503),
