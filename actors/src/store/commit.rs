@@ -270,6 +270,38 @@ mod tests {
         store.close().expect("closes");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_writer_is_covered_whether_the_committer_was_busy_or_idle_when_it_came() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        // Writers in bursts and alone, so tickets meet the committer mid-round and just as it
+        // goes idle: one that neither woke it nor was seen by its check would hang here.
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..300 {
+                        let (_, ticket) = store.ensure_tenant(&format!("t{w}-{i}")).expect("applied");
+                        tokio::time::timeout(Duration::from_secs(10), store.durable(ticket))
+                            .await
+                            .expect("the committer covered this ticket")
+                            .expect("durable");
+                        if i % 50 == 0 {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.expect("writer finished");
+        }
+        let stats = store.commit_stats();
+        assert_eq!(stats.tickets.load(std::sync::atomic::Ordering::Relaxed), 1_200, "each ticket covered once");
+        assert!(stats.rounds.load(std::sync::atomic::Ordering::Relaxed) < 1_200, "rounds covered several writes");
+        store.close().expect("closes");
+    }
+
     #[tokio::test]
     async fn shutdown_does_not_hang_on_a_disk_that_keeps_failing() {
         let dir = tempfile::tempdir().expect("temp dir");
