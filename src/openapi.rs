@@ -22,6 +22,7 @@ use baton_actors::model::{
     PanelConfig, ReplyWebhook, ResponseType, Session, Settings, TakeoverWebhook, TenantId, Transfer,
 };
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
@@ -560,8 +561,8 @@ pub enum IncomingMessageType {
     Location,
 }
 
-/// The answer of a sync `handle`.
-#[derive(Debug, ToSchema)]
+/// The answer of a sync `handle` (serialized as is: the schema is the response).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HandleResponse {
     pub conversation_id: ConversationId,
     pub contact_id: ContactId,
@@ -575,7 +576,7 @@ pub struct HandleResponse {
 }
 
 /// The answer of an `async: true` handle; replies go to the channel's reply webhook.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HandleAccepted {
     pub conversation_id: ConversationId,
     pub message_id: MessageId,

@@ -23,6 +23,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, Json, Query};
 use crate::metrics::HandleOutcome;
+use crate::openapi::{HandleAccepted, HandleResponse};
 use crate::routes::{deleted, max_chars, required_text, resource};
 
 /// Extra time a sync message waits for its AI answer beyond the model timeout and debounce.
@@ -188,11 +189,11 @@ fn incoming_message(body: IncomingBody) -> Result<IncomingMessage, ApiError> {
     params(("bot" = String, Path, description = "Chatbot id")),
     request_body = HandleRequest,
     responses(
-        (status = 200, description = "Handled; the bot's replies", body = crate::openapi::HandleResponse),
+        (status = 200, description = "Handled; the bot's replies", body = HandleResponse),
         (
             status = 202,
             description = "Accepted (async); replies go to the reply webhook",
-            body = crate::openapi::HandleAccepted,
+            body = HandleAccepted,
         ),
         (status = 404, description = "No such chatbot", body = crate::openapi::ApiErrorBody),
     ),
@@ -275,21 +276,21 @@ async fn handle_message(
         HandleOutcome::Replied
     };
     if body.asynchronous {
-        let response = HttpResponse::Accepted().json(json!({
-            "conversation_id": outcome.conversation_id,
-            "message_id": outcome.message_id,
-            "duplicate": handled.duplicate,
-        }));
+        let response = HttpResponse::Accepted().json(HandleAccepted {
+            conversation_id: outcome.conversation_id,
+            message_id: outcome.message_id,
+            duplicate: handled.duplicate,
+        });
         return Ok((response, class));
     }
-    let response = HttpResponse::Ok().json(json!({
-        "conversation_id": outcome.conversation_id,
-        "contact_id": outcome.contact_id,
-        "message_id": outcome.message_id,
-        "bot_active": outcome.bot_active,
-        "replies": outcome.replies,
-        "duplicate": handled.duplicate,
-    }));
+    let response = HttpResponse::Ok().json(HandleResponse {
+        conversation_id: outcome.conversation_id,
+        contact_id: outcome.contact_id,
+        message_id: outcome.message_id,
+        bot_active: outcome.bot_active,
+        replies: outcome.replies,
+        duplicate: handled.duplicate,
+    });
     Ok((response, class))
 }
 
