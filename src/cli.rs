@@ -141,22 +141,20 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
             path: None,
         };
         let progress = std::sync::Arc::new(crate::load::Progress::default());
-        let run = tokio::spawn({
+        let mut run = tokio::spawn({
             let progress = std::sync::Arc::clone(&progress);
             async move { crate::load::run_with_progress(&config, progress).await }
         });
         let started = std::time::Instant::now();
         let tty = std::io::stderr().is_terminal() && !args.json;
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(if tty { 250 } else { 5000 }));
-        tick.tick().await;
-        while !run.is_finished() {
-            tick.tick().await;
+        let draw = |finished: bool| {
             let (sent, ok, errors) =
                 (progress.sent.load(Relaxed), progress.ok.load(Relaxed), progress.errors.load(Relaxed));
             let elapsed = started.elapsed().as_secs_f64();
-            let done = match (duration, args.messages) {
-                (Some(d), _) => (elapsed / d.as_secs_f64()).min(1.0),
-                (None, Some(m)) => (sent as f64 / m.max(1) as f64).min(1.0),
+            let done = match (finished, duration, args.messages) {
+                (true, _, _) => 1.0,
+                (false, Some(d), _) => (elapsed / d.as_secs_f64()).min(1.0),
+                (false, None, Some(m)) => (sent as f64 / m.max(1) as f64).min(1.0),
                 _ => 0.0,
             };
             let filled = (done * 30.0) as usize;
@@ -169,14 +167,24 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
             if tty {
                 eprint!("\r{line}");
                 let _ = std::io::stderr().flush();
-            } else if !args.json {
+            } else if !args.json && !finished {
                 eprintln!("{line}");
             }
-        }
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(if tty { 250 } else { 5000 }));
+        tick.tick().await;
+        // The run ends the wait, not the next tick: a 10-s run takes 10 s.
+        let finished = loop {
+            tokio::select! {
+                finished = &mut run => break finished,
+                _ = tick.tick() => draw(false),
+            }
+        };
         if tty {
+            draw(true);
             eprintln!();
         }
-        let report = run.await??;
+        let report = finished??;
         if args.json {
             println!("{}", report.to_json());
         } else {

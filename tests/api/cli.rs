@@ -468,6 +468,29 @@ async fn baton_load_drives_a_server_and_reports_what_it_measured() {
     assert_eq!(stored, 400, "each of the 200 messages and its rule answer are stored");
 }
 
+#[tokio::test]
+async fn baton_load_ends_when_its_duration_ends_not_at_the_next_progress_line() {
+    // Arrange: a server; off a terminal, `baton load` prints progress every 5 s.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ServerProcess::start(dir.path()).await;
+    let key = server.printed_key();
+
+    // Act: a one-second run.
+    let started = std::time::Instant::now();
+    let output = baton()
+        .args(["load", "--url", &server.address, "--key", &key, "--duration", "1", "--connections", "2"])
+        .args(["--conversations", "5"])
+        .output()
+        .expect("run baton load");
+    let took = started.elapsed();
+
+    // Assert: it reports as soon as the run is over, well before a 5-s progress tick.
+    assert!(output.status.success(), "baton load failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("messages/s"), "a summary: {stdout}");
+    assert!(took < std::time::Duration::from_secs(4), "a 1-s run took {took:?}");
+}
+
 // ---------------------------------------------------------------- data directories that cannot be used
 
 /// `baton serve` on `data_dir` (a free port), run to its end.
