@@ -167,7 +167,7 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
             if tty {
                 eprint!("\r{line}");
                 let _ = std::io::stderr().flush();
-            } else if !args.json && !finished {
+            } else if !args.json {
                 eprintln!("{line}");
             }
         };
