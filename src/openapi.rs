@@ -584,13 +584,14 @@ pub struct HandleAccepted {
 }
 
 /// The answer of `event`, `payload` and `custom-event`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
     pub conversation_id: ConversationId,
     pub replies: Vec<baton_actors::model::Reply>,
     pub bot_active: bool,
-    /// What the engine did, with `isDebug` only.
+    /// What the engine did, with `isDebug` only (absent otherwise).
     #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<Vec<String>>,
 }
 

@@ -23,7 +23,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, Json, Query};
 use crate::metrics::HandleOutcome;
-use crate::openapi::{HandleAccepted, HandleResponse};
+use crate::openapi::{EventResponse, HandleAccepted, HandleResponse};
 use crate::routes::{deleted, max_chars, required_text, resource};
 
 /// Extra time a sync message waits for its AI answer beyond the model timeout and debounce.
@@ -980,14 +980,12 @@ fn check_body_chatbot(body: Option<&str>, bot: &BotConfig) -> Result<(), ApiErro
 
 /// The answer of `event`, `payload` and `custom-event`: like `handle`'s, plus the trace when asked.
 fn event_response(handled: EventHandled, asynchronous: bool, debug: bool) -> HttpResponse {
-    let mut body = json!({
-        "conversation_id": handled.conversation.id,
-        "replies": handled.replies,
-        "bot_active": handled.conversation.bot_active,
-    });
-    if debug {
-        body["trace"] = json!(handled.trace);
-    }
+    let body = EventResponse {
+        conversation_id: handled.conversation.id,
+        replies: handled.replies,
+        bot_active: handled.conversation.bot_active,
+        trace: debug.then_some(handled.trace),
+    };
     if asynchronous {
         HttpResponse::Accepted().json(body)
     } else {
