@@ -1172,7 +1172,22 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     drop(measure_assign_offset);
 
     // if writers is 0, it's our responsibility to write the buffer.
-    if header::n_writers(sealed) == 0 {
+    if header::n_writers(sealed) == 0 && !from_reserve {
+        // baton: a buffer sealed by a flush (or a roll) is written by the thread that
+        // sealed it, which is about to wait for it in `make_stable` anyway. Handing it to
+        // the I/O pool cost a wake-up of a pool thread and one of this thread per flush.
+        iobufs.config.global_error()?;
+        trace!("writing iobuf with lsn {} to log from a flush", lsn);
+        if let Err(e) = iobufs.write_to_log(&iobuf) {
+            error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+            iobufs.config.set_global_error(e.clone());
+            let intervals = iobufs.intervals.lock();
+            drop(intervals);
+            let _notified = iobufs.interval_updated.notify_all();
+            return Err(e);
+        }
+        Ok(())
+    } else if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
