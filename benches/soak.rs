@@ -22,7 +22,8 @@
 //!
 //! `cargo bench --bench soak`; environment: `SOAK_SECS` (default 600), `SOAK_RATE` (operations
 //! per second, default 1000), `SOAK_CONVERSATIONS` (5000). Variants for memory studies:
-//! `SOAK_CACHE_MIB` (sled's cache; default baton's), `SOAK_PASSIVATE_SECS`
+//! `SOAK_CACHE_MIB` (sled's cache; default baton's), `SOAK_CLEANING_MS`
+//! (`storage.segment_cleaning_ms`; default baton's, 0 = off), `SOAK_PASSIVATE_SECS`
 //! (`actors.idle_passivate_secs`), `SOAK_FAIL_EVERY` (the receiver's failing call, 3; 0 = none),
 //! `SOAK_IDLE_SECS` (RSS sampled this long with no load after draining), `SOAK_KEEP_DIR=path`
 //! (the data directory is there and kept). `SOAK_OPEN_DIR=path` runs no load: it opens a kept
@@ -147,6 +148,8 @@ struct Options {
     smoke: bool,
     /// sled's cache, MiB (`SOAK_CACHE_MIB`; default: baton's default).
     cache_mib: Option<u64>,
+    /// `storage.segment_cleaning_ms` (`SOAK_CLEANING_MS`; default: baton's default).
+    cleaning_ms: Option<u64>,
     /// `actors.idle_passivate_secs` (`SOAK_PASSIVATE_SECS`; default: baton's default).
     passivate_secs: Option<u64>,
     /// The receiver answers 500 to every this-many-th call (`SOAK_FAIL_EVERY`; 0: never).
@@ -175,6 +178,11 @@ impl Options {
             cache_mib: std::env::var("SOAK_CACHE_MIB")
                 .is_ok()
                 .then(|| parse("SOAK_CACHE_MIB", 0.0))
+                .transpose()?
+                .map(|v| v as u64),
+            cleaning_ms: std::env::var("SOAK_CLEANING_MS")
+                .is_ok()
+                .then(|| parse("SOAK_CLEANING_MS", 0.0))
                 .transpose()?
                 .map(|v| v as u64),
             passivate_secs: std::env::var("SOAK_PASSIVATE_SECS")
@@ -252,6 +260,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(mib) = options.cache_mib {
         settings.storage.cache_capacity_bytes = mib << 20;
     }
+    if let Some(ms) = options.cleaning_ms {
+        settings.storage.segment_cleaning_ms = ms;
+    }
     if let Some(secs) = options.passivate_secs {
         settings.actors.idle_passivate_secs = secs;
     }
@@ -259,6 +270,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: settings.storage.data_dir.clone(),
         cache_capacity_bytes: settings.storage.cache_capacity_bytes,
         fsync: false,
+        segment_cleaning_ms: settings.storage.segment_cleaning_ms,
     };
     let cache_mib = settings.storage.cache_capacity_bytes >> 20;
 
@@ -992,7 +1004,12 @@ fn measure_open(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let before = rss_kib();
     let started = Instant::now();
-    let config = StoreConfig { data_dir: dir.to_path_buf(), cache_capacity_bytes: cache_mib << 20, fsync: false };
+    let config = StoreConfig {
+        data_dir: dir.to_path_buf(),
+        cache_capacity_bytes: cache_mib << 20,
+        fsync: false,
+        segment_cleaning_ms: 0,
+    };
     let store = Store::open(&config)?;
     let opened = rss_kib();
     let open_secs = started.elapsed().as_secs_f64();
@@ -1010,6 +1027,17 @@ fn measure_open(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
         mib(read_once),
         mib(read_twice),
     );
+    let sizes = store.tree_sizes()?;
+    let live: u64 = sizes.iter().map(|t| t.key_bytes + t.value_bytes).sum();
+    println!("live data {:.1} MiB (keys and values):", live as f64 / (1 << 20) as f64);
+    for tree in sizes.iter().filter(|t| t.keys > 0) {
+        println!(
+            "  {:<22} {:>9} keys {:>8.1} MiB",
+            tree.name,
+            tree.keys,
+            (tree.key_bytes + tree.value_bytes) as f64 / (1 << 20) as f64
+        );
+    }
     store.close()?;
     Ok(())
 }

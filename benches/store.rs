@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use baton::Settings;
 use baton_actors::model::{
     now, ChatbotId, Contact, ContactId, Conversation, ConversationId, Message, MessageId, Reply, TenantId,
 };
@@ -28,8 +29,13 @@ struct Bench {
 
 fn open(fsync: bool) -> Bench {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&StoreConfig { data_dir: dir.path().to_path_buf(), cache_capacity_bytes: 64 << 20, fsync })
-        .expect("store opens");
+    let store = Store::open(&StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        cache_capacity_bytes: 64 << 20,
+        fsync,
+        segment_cleaning_ms: Settings::defaults().storage.segment_cleaning_ms,
+    })
+    .expect("store opens");
     Bench { store, _dir: dir }
 }
 

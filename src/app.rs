@@ -242,6 +242,7 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         data_dir: dir.clone(),
         cache_capacity_bytes: settings.storage.cache_capacity_bytes,
         fsync: settings.storage.fsync,
+        segment_cleaning_ms: settings.storage.segment_cleaning_ms,
     })
     .map_err(|error| anyhow::anyhow!(unusable_data_dir(dir, &error)))?;
     // sled recovers a log it cannot read as an empty store; a directory that was set up

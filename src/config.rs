@@ -81,6 +81,9 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     pub cache_capacity_bytes: u64,
     pub fsync: bool,
+    /// How often sled moves the pages still live in mostly-dead log segments elsewhere, so
+    /// the segments are reused; 0 turns it off (the data directory then keeps growing).
+    pub segment_cleaning_ms: u64,
     pub dedupe_retention_secs: u64,
     /// Messages older than this many days are deleted by the retention sweep (fractions
     /// allowed); 0 keeps them forever.
