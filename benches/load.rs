@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench load`; environment: `LOAD_SECS` (default 10, per target),
 //! `LOAD_CONNECTIONS` (64), `LOAD_CONVERSATIONS` (10000), `LOAD_RATE` (open loop, msgs/s;
-//! unset = closed loop), `LOAD_FSYNC=0` (measure without durability).
+//! unset = closed loop), `LOAD_FSYNC=0` (measure without durability), `LOAD_CLEANING_MS`
+//! (`storage.segment_cleaning_ms`; 0 = sled's segment cleaning off).
 //! `cargo bench --bench load -- --test` runs a tiny version as a smoke test.
 //! `benches/curves.sh` runs it across connections, conversations and open-loop rates.
 //!
@@ -47,6 +48,8 @@ struct Options {
     /// baton's HTTP workers and arbiters (`LOAD_WORKERS`, `LOAD_ARBITERS`; default one per core).
     server_workers: Option<usize>,
     arbiters: Option<usize>,
+    /// `storage.segment_cleaning_ms` (`LOAD_CLEANING_MS`; default baton's, 0 = off).
+    cleaning_ms: Option<u64>,
     /// `--test`: a smoke run of a fraction of a second.
     smoke: bool,
 }
@@ -67,6 +70,9 @@ impl Options {
             fsync: var("LOAD_FSYNC").is_none_or(|v| v.trim() != "0"),
             server_workers: var("LOAD_WORKERS").map(|_| parse("LOAD_WORKERS", 0.0).map(|n| n as usize)).transpose()?,
             arbiters: var("LOAD_ARBITERS").map(|_| parse("LOAD_ARBITERS", 0.0).map(|n| n as usize)).transpose()?,
+            cleaning_ms: var("LOAD_CLEANING_MS")
+                .map(|_| parse("LOAD_CLEANING_MS", 0.0).map(|n| n as u64))
+                .transpose()?,
             smoke,
         })
     }
@@ -95,6 +101,9 @@ fn main() -> anyhow::Result<()> {
     settings.actors.arbiters = options.arbiters.unwrap_or(0);
     settings.storage.data_dir = data_dir.path().to_path_buf();
     settings.storage.fsync = options.fsync;
+    if let Some(ms) = options.cleaning_ms {
+        settings.storage.segment_cleaning_ms = ms;
+    }
     let baton = BatonServer::start(settings)?;
     let bare = BareServer::start(workers)?;
 

@@ -1885,8 +1885,9 @@ mod tests {
         };
         let store = Store::open(&config).expect("store opens");
         let tree = store.inner.db.open_tree("churn").expect("tree");
-        // 300 rounds; each appends 100 records over 5,000 "conversations" and rewrites 100.
-        let (rounds, once, again, spread) = (300u32, 100u32, 100u32, 5_000u64);
+        // Each round appends 100 records over 5,000 "conversations" and rewrites 100; the
+        // rounds write about 100 MB of log, well past the age at which sled drains a segment.
+        let (rounds, once, again, spread) = (1_200u32, 100u32, 100u32, 5_000u64);
         let value = vec![7u8; 200];
         let mut seed = 1u64;
         let mut next = |n: u64| {
@@ -1918,16 +1919,13 @@ mod tests {
         let (cleaned, live) = churn(10);
         let (uncleaned, _) = churn(0);
         eprintln!("live {live} B, data dir {cleaned} B with cleaning, {uncleaned} B without");
-        assert!(live > 5_000_000, "the churn keeps about 7 MB of records: {live}");
-        // Measured: 1.8 times the live data with cleaning, 2.8 times without.
+        assert!(live > 20_000_000, "the churn keeps about 27 MB of records: {live}");
+        // Measured: 1.55 times the live data with cleaning, 2 times without.
         assert!(
-            cleaned < 2 * live + (2 << 20),
+            cleaned < live + live * 4 / 5 + (2 << 20),
             "with cleaning the directory stays near the live data: {cleaned} B for {live} B"
         );
-        assert!(
-            uncleaned > cleaned + cleaned / 4,
-            "without cleaning sled's log grows more: {uncleaned} B against {cleaned} B"
-        );
+        assert!(uncleaned > cleaned, "without cleaning sled's log grows more: {uncleaned} B against {cleaned} B");
     }
 
     #[test]
