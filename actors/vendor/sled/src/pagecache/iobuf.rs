@@ -1172,23 +1172,16 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     drop(measure_assign_offset);
 
     // if writers is 0, it's our responsibility to write the buffer.
-    if header::n_writers(sealed) == 0 && !from_reserve {
-        // baton: a buffer sealed by a flush (or a roll) is written by the thread that
-        // sealed it, which is about to wait for it in `make_stable` anyway. Handing it to
-        // the I/O pool cost a wake-up of a pool thread and one of this thread per flush.
+    if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
-        trace!("writing iobuf with lsn {} to log from a flush", lsn);
-        if let Err(e) = iobufs.write_to_log(&iobuf) {
-            error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
-            iobufs.config.set_global_error(e.clone());
-            let intervals = iobufs.intervals.lock();
-            drop(intervals);
-            let _notified = iobufs.interval_updated.notify_all();
-            return Err(e);
+        if !from_reserve {
+            // baton: a buffer sealed by a flush (or a roll) is written by the thread that
+            // sealed it, which is about to wait for it in `make_stable` anyway. Handing it
+            // to the I/O pool cost a wake-up of a pool thread and one of this thread per
+            // flush.
+            trace!("writing iobuf with lsn {} to log from a flush", lsn);
+            return write_sealed_iobuf(iobufs, iobuf, lsn);
         }
-        Ok(())
-    } else if header::n_writers(sealed) == 0 {
-        iobufs.config.global_error()?;
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
@@ -1196,24 +1189,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
+            let _ = write_sealed_iobuf(&iobufs, &iobuf, lsn);
         })?;
 
         #[cfg(feature = "event_log")]
@@ -1223,6 +1199,32 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     } else {
         Ok(())
     }
+}
+
+/// Writes a sealed buffer; on failure the error is stored before the waiting threads
+/// are woken, so they see it (baton: shared by the inline and the pooled write).
+fn write_sealed_iobuf(
+    iobufs: &Arc<IoBufs>,
+    iobuf: &Arc<IoBuf>,
+    lsn: Lsn,
+) -> Result<()> {
+    if let Err(e) = iobufs.write_to_log(iobuf) {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        // store error before notifying so that waiting threads will see
+        // it
+        iobufs.config.set_global_error(e.clone());
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl Debug for IoBufs {

@@ -968,8 +968,10 @@ impl SegmentAccountant {
 
         self.possibly_clean_or_free_segment(idx, lsn)?;
 
-        // baton: segments that have just become old enough are looked at here, since no
-        // later replacement of one of their pages may come to do it.
+        // baton: every inactive segment old enough to drain is looked at here. A segment
+        // whose pages are no longer replaced gets no later call from `mark_replace`, so the
+        // one that has just reached the age would otherwise never be drained; the others
+        // cost a comparison each.
         let horizon =
             lsn.saturating_sub(MIN_DRAIN_AGE_SEGMENTS * self.config.segment_size as Lsn);
         let due: Vec<usize> = self
