@@ -7,7 +7,8 @@
 //! `cargo bench --bench load`; environment: `LOAD_SECS` (default 10, per target),
 //! `LOAD_CONNECTIONS` (64), `LOAD_CONVERSATIONS` (10000), `LOAD_RATE` (open loop, msgs/s;
 //! unset = closed loop), `LOAD_FSYNC=0` (measure without durability), `LOAD_CLEANING_MS`
-//! (`storage.segment_cleaning_ms`; 0 = sled's segment cleaning off).
+//! (`storage.segment_cleaning_ms`; 0 = sled's segment cleaning off), `LOAD_CACHE_MIB`
+//! (`storage.cache_capacity_bytes` in MiB).
 //! `cargo bench --bench load -- --test` runs a tiny version as a smoke test.
 //! `benches/curves.sh` runs it across connections, conversations and open-loop rates.
 //!
@@ -50,6 +51,8 @@ struct Options {
     arbiters: Option<usize>,
     /// `storage.segment_cleaning_ms` (`LOAD_CLEANING_MS`; default baton's, 0 = off).
     cleaning_ms: Option<u64>,
+    /// sled's cache, MiB (`LOAD_CACHE_MIB`; default baton's).
+    cache_mib: Option<u64>,
     /// `--test`: a smoke run of a fraction of a second.
     smoke: bool,
 }
@@ -73,6 +76,7 @@ impl Options {
             cleaning_ms: var("LOAD_CLEANING_MS")
                 .map(|_| parse("LOAD_CLEANING_MS", 0.0).map(|n| n as u64))
                 .transpose()?,
+            cache_mib: var("LOAD_CACHE_MIB").map(|_| parse("LOAD_CACHE_MIB", 0.0).map(|n| n as u64)).transpose()?,
             smoke,
         })
     }
@@ -103,6 +107,9 @@ fn main() -> anyhow::Result<()> {
     settings.storage.fsync = options.fsync;
     if let Some(ms) = options.cleaning_ms {
         settings.storage.segment_cleaning_ms = ms;
+    }
+    if let Some(mib) = options.cache_mib {
+        settings.storage.cache_capacity_bytes = mib << 20;
     }
     let baton = BatonServer::start(settings)?;
     let bare = BareServer::start(workers)?;
