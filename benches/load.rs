@@ -64,19 +64,19 @@ impl Options {
         let parse = |name: &str, default: f64| -> anyhow::Result<f64> {
             var(name).map_or(Ok(default), |v| v.trim().parse().with_context(|| format!("{name}={v:?} is not a number")))
         };
+        // A setting that is unset unless its variable is.
+        let optional = |name: &str| var(name).map(|_| parse(name, 0.0)).transpose();
         let (secs, connections, conversations) = if smoke { (0.3, 4.0, 50.0) } else { (10.0, 64.0, 10_000.0) };
         Ok(Self {
             secs: parse("LOAD_SECS", secs)?,
             connections: parse("LOAD_CONNECTIONS", connections)? as usize,
             conversations: parse("LOAD_CONVERSATIONS", conversations)? as usize,
-            rate: var("LOAD_RATE").map(|_| parse("LOAD_RATE", 0.0)).transpose()?,
+            rate: optional("LOAD_RATE")?,
             fsync: var("LOAD_FSYNC").is_none_or(|v| v.trim() != "0"),
-            server_workers: var("LOAD_WORKERS").map(|_| parse("LOAD_WORKERS", 0.0).map(|n| n as usize)).transpose()?,
-            arbiters: var("LOAD_ARBITERS").map(|_| parse("LOAD_ARBITERS", 0.0).map(|n| n as usize)).transpose()?,
-            cleaning_ms: var("LOAD_CLEANING_MS")
-                .map(|_| parse("LOAD_CLEANING_MS", 0.0).map(|n| n as u64))
-                .transpose()?,
-            cache_mib: var("LOAD_CACHE_MIB").map(|_| parse("LOAD_CACHE_MIB", 0.0).map(|n| n as u64)).transpose()?,
+            server_workers: optional("LOAD_WORKERS")?.map(|n| n as usize),
+            arbiters: optional("LOAD_ARBITERS")?.map(|n| n as usize),
+            cleaning_ms: optional("LOAD_CLEANING_MS")?.map(|n| n as u64),
+            cache_mib: optional("LOAD_CACHE_MIB")?.map(|n| n as u64),
             smoke,
         })
     }
