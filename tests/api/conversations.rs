@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, call, spawn_app, spawn_app_on, spawn_app_with, TestApp};
+use crate::helpers::{assert_error, body, call, spawn_app, spawn_app_on, spawn_app_with, tick, TestApp};
 
 const GREETING: &str = "Hello! Welcome. How can I help you?";
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
@@ -61,11 +61,6 @@ fn ids(items: &Value) -> Vec<String> {
 
 fn seqs(messages: &Value) -> Vec<u64> {
     messages["items"].as_array().expect("items").iter().map(|m| m["seq"].as_u64().expect("seq")).collect()
-}
-
-/// A pause between creations so that "newest first" is well defined (creation times are in ms).
-async fn tick() {
-    tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
 #[tokio::test]

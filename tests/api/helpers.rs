@@ -198,6 +198,12 @@ impl Drop for TestApp {
     }
 }
 
+/// A pause between creations so that "newest first" is well defined: stored times are in
+/// milliseconds, and a few requests on loopback can all fall within one.
+pub async fn tick() {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+}
+
 /// Sends `method` `path` with a JSON body and the admin key; returns status and body.
 pub async fn call(app: &TestApp, method: reqwest::Method, path: &str, payload: &Value) -> (u16, Value) {
     let response = app.send_json(method, path, &app.admin_key, payload).await;

@@ -7,13 +7,14 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{body, spawn_app, TestApp};
+use crate::helpers::{body, spawn_app, tick, TestApp};
 
 const PROXY: &str = "/functions/v1/rest-api-proxy/conversations";
 const BOT_CONTROL: &str = "/functions/v1/bot-control";
 
 /// Sends a text from `provider_id` on `channel_id`; returns the handle answer.
 async fn message(app: &TestApp, bot: &str, channel_id: &str, provider_id: &str, text: &str) -> Value {
+    tick().await;
     let payload = json!({
         "channelId": channel_id, "channelName": "WhatsApp", "providerId": provider_id,
         "message": { "type": "text", "text": text },

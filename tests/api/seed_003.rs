@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{body, spawn_app, TestApp};
+use crate::helpers::{body, spawn_app, tick, TestApp};
 
 /// `method` `path` with `Authorization: Bearer key` and an optional JSON body; status and body.
 async fn bearer(app: &TestApp, key: &str, method: Method, path: &str, payload: Option<&Value>) -> (u16, Value) {
@@ -68,6 +68,7 @@ async fn say(app: &TestApp, bot: &str, channel_id: &str, provider_id: &str, text
 }
 
 async fn start(app: &TestApp, bot: &str, channel_id: &str, provider_id: &str) -> String {
+    tick().await;
     say(app, bot, channel_id, provider_id, "Where is my order?").await["conversation_id"].as_str().unwrap().to_string()
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, body, call, get_ok, spawn_app, TestApp};
+use crate::helpers::{assert_error, body, call, get_ok, spawn_app, tick, TestApp};
 
 const FALLBACK: &str = "Sorry, I didn't understand that. Please try again.";
 
@@ -58,6 +58,7 @@ fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
 /// Starts the feedback flow for `user` (a first message, then the trigger); returns the
 /// conversation id and the session as listed.
 async fn start_feedback(app: &TestApp, bot: &str, user: &str) -> (String, Value) {
+    tick().await;
     say(app, bot, user, "hi").await;
     let started = say(app, bot, user, "feedback").await;
     assert_eq!(texts(&started), ["Hi! I'd like to collect your feedback.", "How would you rate your experience?"]);
