@@ -16,6 +16,8 @@
 
 #[path = "common/baton_server.rs"]
 mod baton_server;
+#[path = "common/env.rs"]
+mod env;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -60,12 +62,7 @@ struct Options {
 impl Options {
     fn from_env() -> anyhow::Result<Self> {
         let smoke = std::env::args().any(|a| a == "--test");
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let parse = |name: &str, default: f64| -> anyhow::Result<f64> {
-            var(name).map_or(Ok(default), |v| v.trim().parse().with_context(|| format!("{name}={v:?} is not a number")))
-        };
-        // A setting that is unset unless its variable is.
-        let optional = |name: &str| var(name).map(|_| parse(name, 0.0)).transpose();
+        use env::{number as parse, optional, var};
         let (secs, connections, conversations) = if smoke { (0.3, 4.0, 50.0) } else { (10.0, 64.0, 10_000.0) };
         Ok(Self {
             secs: parse("LOAD_SECS", secs)?,

@@ -35,6 +35,8 @@
 
 #[path = "common/baton_server.rs"]
 mod baton_server;
+#[path = "common/env.rs"]
+mod env;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
@@ -49,7 +51,7 @@ use anyhow::Context as _;
 use baton::load::{self, Histogram, LoadConfig, MESSAGE_TEXT, REQUEST_TIMEOUT};
 use baton::Settings;
 use baton_actors::model::{ChatbotId, ConversationId, DeliveryKind, DeliveryStatus, Message, Role};
-use baton_actors::store::{Store, StoreConfig};
+use baton_actors::store::{dir_bytes, Store, StoreConfig};
 use baton_server::BatonServer;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -163,33 +165,16 @@ impl Options {
         // `cargo bench` passes `--bench`; without it (`cargo test --benches`) this is a smoke
         // run, as criterion does, so a test run never starts a 10-minute soak.
         let smoke = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
-        let parse = |name: &str, default: f64| -> anyhow::Result<f64> {
-            match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-                None => Ok(default),
-                Some(v) => v.trim().parse().with_context(|| format!("{name}={v:?} is not a number")),
-            }
-        };
+        use env::{number as parse, optional};
         let (secs, rate, conversations) = if smoke { (4.0, 100.0, 50.0) } else { (600.0, 1000.0, 5000.0) };
         let options = Self {
             secs: parse("SOAK_SECS", secs)?,
             rate: parse("SOAK_RATE", rate)?,
             conversations: parse("SOAK_CONVERSATIONS", conversations)? as usize,
             smoke,
-            cache_mib: std::env::var("SOAK_CACHE_MIB")
-                .is_ok()
-                .then(|| parse("SOAK_CACHE_MIB", 0.0))
-                .transpose()?
-                .map(|v| v as u64),
-            cleaning_ms: std::env::var("SOAK_CLEANING_MS")
-                .is_ok()
-                .then(|| parse("SOAK_CLEANING_MS", 0.0))
-                .transpose()?
-                .map(|v| v as u64),
-            passivate_secs: std::env::var("SOAK_PASSIVATE_SECS")
-                .is_ok()
-                .then(|| parse("SOAK_PASSIVATE_SECS", 0.0))
-                .transpose()?
-                .map(|v| v as u64),
+            cache_mib: optional("SOAK_CACHE_MIB")?.map(|v| v as u64),
+            cleaning_ms: optional("SOAK_CLEANING_MS")?.map(|v| v as u64),
+            passivate_secs: optional("SOAK_PASSIVATE_SECS")?.map(|v| v as u64),
             fail_every: parse("SOAK_FAIL_EVERY", FAIL_EVERY as f64)? as u64,
             idle_secs: parse("SOAK_IDLE_SECS", 0.0)? as u64,
         };
@@ -266,12 +251,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(secs) = options.passivate_secs {
         settings.actors.idle_passivate_secs = secs;
     }
-    let store_config = StoreConfig {
-        data_dir: settings.storage.data_dir.clone(),
-        cache_capacity_bytes: settings.storage.cache_capacity_bytes,
-        fsync: false,
-        segment_cleaning_ms: settings.storage.segment_cleaning_ms,
-    };
+    let store_config = StoreConfig { fsync: false, ..settings.storage.store_config() };
     let cache_mib = settings.storage.cache_capacity_bytes >> 20;
 
     let expected_calls = (options.operations() as f64 * 0.6) as usize;
@@ -316,7 +296,7 @@ fn main() -> anyhow::Result<()> {
     drop(reopened);
     let restart_secs = (stopped.elapsed() - STOP_SETTLE).as_secs_f64();
     let received = receiver.stop(&client);
-    let disk_mib = dir_size(data_dir.path()) as f64 / (1 << 20) as f64;
+    let disk_mib = dir_bytes(data_dir.path()) as f64 / (1 << 20) as f64;
 
     let passed = verified_live.passed() && verified_after_restart.passed();
     print_results(
@@ -714,7 +694,7 @@ async fn report_progress(
         ok: 0,
         rss_kib: rss_kib(),
         pending: store.pending_deliveries(),
-        disk: dir_size(&data_dir),
+        disk: dir_bytes(&data_dir),
     }];
     let mut calls_before = (0, 0);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(plan.start) + every, every);
@@ -728,7 +708,7 @@ async fn report_progress(
         let sent = Stats::total(&plan.stats.sent);
         let interval = std::mem::take(&mut *plan.stats.interval.lock().expect("latency lock"));
         let sample =
-            Sample { secs, ok, rss_kib: rss_kib(), pending: store.pending_deliveries(), disk: dir_size(&data_dir) };
+            Sample { secs, ok, rss_kib: rss_kib(), pending: store.pending_deliveries(), disk: dir_bytes(&data_dir) };
         let previous = samples.last().expect("at least the first sample");
         let rate = (ok - previous.ok) as f64 / (secs - previous.secs).max(1e-3);
         let calls = (receiver.calls.load(Relaxed), receiver.failed.load(Relaxed));
@@ -760,19 +740,6 @@ fn rss_kib() -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Bytes of all files under `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// What the check of the store found.
@@ -1004,12 +971,7 @@ fn measure_open(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let before = rss_kib();
     let started = Instant::now();
-    let config = StoreConfig {
-        data_dir: dir.to_path_buf(),
-        cache_capacity_bytes: cache_mib << 20,
-        fsync: false,
-        segment_cleaning_ms: 0,
-    };
+    let config = StoreConfig { cache_capacity_bytes: cache_mib << 20, ..StoreConfig::for_tests(dir) };
     let store = Store::open(&config)?;
     let opened = rss_kib();
     let open_secs = started.elapsed().as_secs_f64();
@@ -1021,7 +983,7 @@ fn measure_open(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
         "open {}: data dir {:.0} MiB, sled cache {cache_mib} MiB; RSS {:.1} MiB before opening, {:.1} MiB once \
          open ({open_secs:.1} s), {:.1} MiB after reading everything, {:.1} MiB after reading it again",
         dir.display(),
-        dir_size(dir) as f64 / (1 << 20) as f64,
+        dir_bytes(dir) as f64 / (1 << 20) as f64,
         mib(before),
         mib(opened),
         mib(read_once),

@@ -29,11 +29,12 @@ struct Bench {
 
 fn open(fsync: bool) -> Bench {
     let dir = tempfile::tempdir().expect("temp dir");
+    let defaults = Settings::defaults().storage.store_config();
     let store = Store::open(&StoreConfig {
         data_dir: dir.path().to_path_buf(),
         cache_capacity_bytes: 64 << 20,
         fsync,
-        segment_cleaning_ms: Settings::defaults().storage.segment_cleaning_ms,
+        ..defaults
     })
     .expect("store opens");
     Bench { store, _dir: dir }

@@ -19,7 +19,7 @@ use baton_actors::botconfig::{BotConfig, BotConfigs};
 use baton_actors::events::EventBus;
 use baton_actors::model::ChatbotId;
 use baton_actors::registry::{Registry, RegistryConfig, Services};
-use baton_actors::store::{Store, StoreConfig};
+use baton_actors::store::Store;
 use baton_actors::webhook::{WebhookActor, WebhookStats};
 use secrecy::ExposeSecret;
 
@@ -238,13 +238,8 @@ impl Application {
 /// what is wrong and where: locked by another process, corrupted, or not writable.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let dir = &settings.storage.data_dir;
-    let store = Store::open(&StoreConfig {
-        data_dir: dir.clone(),
-        cache_capacity_bytes: settings.storage.cache_capacity_bytes,
-        fsync: settings.storage.fsync,
-        segment_cleaning_ms: settings.storage.segment_cleaning_ms,
-    })
-    .map_err(|error| anyhow::anyhow!(unusable_data_dir(dir, &error)))?;
+    let store = Store::open(&settings.storage.store_config())
+        .map_err(|error| anyhow::anyhow!(unusable_data_dir(dir, &error)))?;
     // sled recovers a log it cannot read as an empty store; a directory that was set up
     // before (it has admin.key) but holds no key at all has lost its data.
     let admin_key = dir.join("admin.key");

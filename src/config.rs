@@ -93,6 +93,16 @@ pub struct StorageSettings {
 }
 
 impl StorageSettings {
+    /// What the store is opened with.
+    pub fn store_config(&self) -> baton_actors::store::StoreConfig {
+        baton_actors::store::StoreConfig {
+            data_dir: self.data_dir.clone(),
+            cache_capacity_bytes: self.cache_capacity_bytes,
+            fsync: self.fsync,
+            segment_cleaning_ms: self.segment_cleaning_ms,
+        }
+    }
+
     /// How long messages are kept; `None` when forever (`message_retention_days` is 0).
     pub fn message_retention(&self) -> Option<chrono::Duration> {
         let days = self.message_retention_days;

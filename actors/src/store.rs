@@ -75,6 +75,28 @@ pub struct StoreConfig {
     pub segment_cleaning_ms: u64,
 }
 
+impl StoreConfig {
+    /// A small store in `data_dir` for tests and tools: 1 MiB of cache, no fsync, no
+    /// segment cleaning. Change a field with `StoreConfig { fsync: true, ..for_tests(dir) }`.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), cache_capacity_bytes: 1 << 20, fsync: false, segment_cleaning_ms: 0 }
+    }
+}
+
+/// The bytes in the files under `dir` (a data directory's size, as `du --apparent-size`
+/// counts it); what cannot be read counts 0.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// The first answer to a provider message id, replayed to retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandleOutcome {
@@ -1806,12 +1828,7 @@ mod tests {
     use crate::model::{now, ContactId, Conversation, ConversationStatus};
 
     fn open(dir: &Path) -> Store {
-        let config = StoreConfig {
-            data_dir: dir.to_path_buf(),
-            cache_capacity_bytes: 1 << 20,
-            fsync: false,
-            segment_cleaning_ms: 0,
-        };
+        let config = StoreConfig::for_tests(dir);
         until_unlocked(|| Store::open(&config))
     }
 
@@ -1857,32 +1874,13 @@ mod tests {
     }
 
     /// The bytes under `dir`, recursively.
-    fn dir_bytes(dir: &Path) -> u64 {
-        std::fs::read_dir(dir)
-            .expect("read dir")
-            .map(|entry| {
-                let entry = entry.expect("dir entry");
-                let meta = entry.metadata().expect("metadata");
-                if meta.is_dir() {
-                    dir_bytes(&entry.path())
-                } else {
-                    meta.len()
-                }
-            })
-            .sum()
-    }
-
     /// Writes what a busy store writes: records rewritten again and again (conversations,
     /// the outbox) next to records written once and never again (messages). Returns the
     /// data directory's size and the live keys and values, in bytes.
     fn churn(segment_cleaning_ms: u64) -> (u64, u64) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            cache_capacity_bytes: 8 << 20,
-            fsync: false,
-            segment_cleaning_ms,
-        };
+        let config =
+            StoreConfig { cache_capacity_bytes: 8 << 20, segment_cleaning_ms, ..StoreConfig::for_tests(dir.path()) };
         let store = Store::open(&config).expect("store opens");
         let tree = store.inner.db.open_tree("churn").expect("tree");
         // Each round appends 100 records over 5,000 "conversations" and rewrites 100; the

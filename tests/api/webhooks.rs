@@ -54,12 +54,7 @@ where
 /// holds the store, and an immediate restart then fails with "could not acquire lock".
 async fn stop_and_release(app: TestApp, dir: &Path) {
     app.stop();
-    let config = StoreConfig {
-        data_dir: dir.to_path_buf(),
-        cache_capacity_bytes: 1 << 20,
-        fsync: false,
-        segment_cleaning_ms: 0,
-    };
+    let config = StoreConfig::for_tests(dir);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if let Ok(store) = Store::open(&config) {

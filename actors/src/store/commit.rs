@@ -219,13 +219,7 @@ mod tests {
     use crate::store::{Store, StoreConfig};
 
     fn open(dir: &std::path::Path) -> Store {
-        Store::open(&StoreConfig {
-            data_dir: dir.to_path_buf(),
-            cache_capacity_bytes: 1 << 20,
-            fsync: true,
-            segment_cleaning_ms: 0,
-        })
-        .expect("store opens")
+        Store::open(&StoreConfig { fsync: true, ..StoreConfig::for_tests(dir) }).expect("store opens")
     }
 
     #[tokio::test]
