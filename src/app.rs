@@ -87,8 +87,9 @@ pub struct Application {
     webhook_arbiter: actix::Arbiter,
     /// The task forgetting old provider message ids.
     sweeper: tokio::task::JoinHandle<()>,
-    /// The task deleting messages past `storage.message_retention_days`, when set.
-    retention_sweeper: Option<tokio::task::JoinHandle<()>>,
+    /// The tasks deleting messages past `storage.message_retention_days` and settled
+    /// deliveries past `storage.delivery_retention_days`, those that are set.
+    retention_sweepers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -169,8 +170,8 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         let sweeper = spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
-        let retention_sweeper = spawn_retention_sweeper(state.store.clone(), &settings.storage);
-        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter, sweeper, retention_sweeper })
+        let retention_sweepers = spawn_retention_sweepers(&state.store, &settings.storage);
+        Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter, sweeper, retention_sweepers })
     }
 
     /// The port the server listens on.
@@ -214,7 +215,7 @@ impl Application {
         self.webhook_arbiter.stop();
         let _ = self.webhook_arbiter.join();
         self.sweeper.abort();
-        if let Some(retention_sweeper) = self.retention_sweeper {
+        for retention_sweeper in self.retention_sweepers {
             retention_sweeper.abort();
         }
         // The data directory stays locked while any handle to the store lives; HTTP worker
@@ -301,15 +302,21 @@ fn spawn_dedupe_sweeper(store: Store, retention_secs: u64) -> tokio::task::JoinH
     spawn_sweeper(store, DEDUPE_SWEEP_EVERY, keep, "forgot old provider message ids", Store::expire_dedupe)
 }
 
-/// Deletes messages older than the retention period every `retention_sweep_secs`; no task
-/// when messages are kept forever.
-fn spawn_retention_sweeper(
-    store: Store,
+/// Every `retention_sweep_secs`, deletes messages older than their retention period and
+/// deliveries settled before theirs; no task for what is kept forever.
+fn spawn_retention_sweepers(
+    store: &Store,
     settings: &crate::config::StorageSettings,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let keep = settings.message_retention()?;
+) -> Vec<tokio::task::JoinHandle<()>> {
     let period = settings.retention_sweep_every();
-    Some(spawn_sweeper(store, period, keep, "deleted messages past their retention", Store::expire_messages))
+    let messages = settings.message_retention().map(|keep| {
+        spawn_sweeper(store.clone(), period, keep, "deleted messages past their retention", Store::expire_messages)
+    });
+    let deliveries = settings.delivery_retention().map(|keep| {
+        let done = "deleted webhook deliveries settled before their retention";
+        spawn_sweeper(store.clone(), period, keep, done, Store::expire_deliveries)
+    });
+    messages.into_iter().chain(deliveries).collect()
 }
 
 /// Runs `sweep` (on a blocking thread) every `period` with the cutoff `now - keep`, logging

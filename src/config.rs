@@ -88,7 +88,10 @@ pub struct StorageSettings {
     /// Messages older than this many days are deleted by the retention sweep (fractions
     /// allowed); 0 keeps them forever.
     pub message_retention_days: f64,
-    /// How often the retention sweep runs.
+    /// Deliveries settled more than this many days ago are deleted by the retention sweep
+    /// (fractions allowed); 0 keeps them forever. Pending ones always stay.
+    pub delivery_retention_days: f64,
+    /// How often the retention sweeps run.
     pub retention_sweep_secs: u64,
 }
 
@@ -105,14 +108,23 @@ impl StorageSettings {
 
     /// How long messages are kept; `None` when forever (`message_retention_days` is 0).
     pub fn message_retention(&self) -> Option<chrono::Duration> {
-        let days = self.message_retention_days;
-        (days.is_finite() && days > 0.0).then(|| chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
+        retention(self.message_retention_days)
+    }
+
+    /// How long settled deliveries are kept; `None` when forever (`delivery_retention_days` is 0).
+    pub fn delivery_retention(&self) -> Option<chrono::Duration> {
+        retention(self.delivery_retention_days)
     }
 
     /// `retention_sweep_secs` as a duration (at least a second).
     pub fn retention_sweep_every(&self) -> Duration {
         Duration::from_secs(self.retention_sweep_secs.max(1))
     }
+}
+
+/// A retention of `days` (fractions allowed); `None` for 0, a negative or a non-finite number.
+fn retention(days: f64) -> Option<chrono::Duration> {
+    (days.is_finite() && days > 0.0).then(|| chrono::Duration::milliseconds((days * 86_400_000.0) as i64))
 }
 
 /// Conversation actors.

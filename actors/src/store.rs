@@ -1501,6 +1501,43 @@ impl Store {
     pub fn pending_deliveries(&self) -> usize {
         self.trees().outbox_due.len()
     }
+
+    /// Deletes the deliveries settled (delivered, failed or cancelled) before `cutoff`, with
+    /// their index entries; returns how many. Pending ones stay whatever their age. Delivery
+    /// ids are time-ordered, so the sweep reads from the oldest and stops at the first made
+    /// after `cutoff` (one made later was settled later too).
+    pub fn expire_deliveries(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.check_write()?;
+        let t = self.trees();
+        let mut expired = 0;
+        for entry in t.outbox.iter() {
+            let (key, value) = entry?;
+            let d: Delivery = decode("outbox", &value)?;
+            if d.created_at >= cutoff {
+                break;
+            }
+            if d.status == DeliveryStatus::Pending || d.updated_at >= cutoff {
+                continue;
+            }
+            let _writer = self.exclusive();
+            // Read again under the writer lock: a retry may have made it pending meanwhile.
+            let Some(now) = t.outbox.get(&key)? else { continue };
+            let now: Delivery = decode("outbox", &now)?;
+            if now.status == DeliveryStatus::Pending || now.updated_at >= cutoff {
+                continue;
+            }
+            let mut batch = journal::Batch::default();
+            batch.remove(&t.outbox, key.to_vec());
+            batch.remove(&t.outbox_due, due_key(&now));
+            if let Some(order) = order_key(&now) {
+                batch.remove(&t.outbox_conv, order);
+            }
+            batch.remove(&t.outbox_by_tenant, join(&[now.tenant_id.as_bytes(), now.id.as_bytes()]));
+            batch.apply(&t.journal)?;
+            expired += 1;
+        }
+        Ok(expired)
+    }
 }
 
 fn session_index(session: &Session) -> Vec<u8> {

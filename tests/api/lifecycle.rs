@@ -1,6 +1,6 @@
 //! Data lifecycle: erasing a contact with everything of theirs (checked through the API and by
 //! reading every tree of the store), exporting a conversation as one JSON document, and the
-//! retention sweep of old messages.
+//! retention sweeps of old messages and settled webhook deliveries.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -518,4 +518,61 @@ async fn messages_past_their_retention_are_swept_and_the_seq_continues() {
     assert_eq!(seqs(page["items"].as_array().unwrap()), [5, 6, 7, 8]);
     let view = get_ok(&app, &format!("/v1/conversations/{conversation}")).await;
     assert_eq!(view["id"], conversation.as_str());
+}
+
+#[tokio::test]
+async fn deliveries_settled_past_their_retention_are_swept_and_pending_ones_stay() {
+    // Arrange: settled deliveries are kept about 2.6 s, swept every second; replies are refused
+    // (each waits an hour for its retry), takeovers accepted.
+    let app = spawn_app_with(|s| {
+        s.storage.delivery_retention_days = 0.00003;
+        s.storage.retention_sweep_secs = 1;
+        s.webhooks.retry_schedule_secs = vec![3600];
+    })
+    .await;
+    let hooks = receiver().await;
+    let bot = chatbot(&app, &hooks).await;
+    let hello = say(&app, &bot, &ADA, "wa-main", "wamid.ada.1", "hi", true).await;
+    say(&app, &bot, &ADA, "wa-backup", "wamid.ada.2", "human", false).await;
+    let (pending, delivered) = eventually("the deliveries to be attempted", || async {
+        let all = get_ok(&app, "/v1/webhook-deliveries?limit=500").await;
+        let items = all["items"].as_array().expect("items").clone();
+        let tried = |kind: &str, status: &str| {
+            items
+                .iter()
+                .find(|d| d["kind"] == kind && d["status"] == status && d["attempts"].as_u64() >= Some(1))
+                .map(|d| str_of(d, "id"))
+        };
+        tried("bot_reply", "pending").zip(tried("human_takeover", "delivered"))
+    })
+    .await;
+
+    // Act: the sweep after the delivered one's retention has passed.
+    eventually("the sweep", || async {
+        (status_of(&app, &format!("/v1/webhook-deliveries/{delivered}")).await == 404).then_some(())
+    })
+    .await;
+
+    // Assert: the delivered one is gone from the list and from every tree of the store.
+    let all = get_ok(&app, "/v1/webhook-deliveries?limit=500").await;
+    let ids: Vec<String> = all["items"].as_array().expect("items").iter().map(|d| str_of(d, "id")).collect();
+    assert_eq!(ids, [pending.as_str()], "only the pending delivery is listed");
+    let id = uuid::Uuid::parse_str(&delivered).expect("a UUID");
+    let needles = [id.as_bytes().to_vec(), delivered.clone().into_bytes()];
+    assert_eq!(mentions(&app, &needles), BTreeMap::new(), "no record names the swept delivery");
+
+    // Assert: the pending one, older than the retention too, stays.
+    let kept = get_ok(&app, &format!("/v1/webhook-deliveries/{pending}")).await;
+    assert_eq!(kept["status"], "pending");
+    assert_eq!(kept["conversation_id"], hello["conversation_id"]);
+
+    // Assert: a delivery settled since is younger than the retention and outlives a sweep.
+    say(&app, &bot, &GRACE, "wa-backup", "wamid.grace.1", "human", false).await;
+    let young = eventually("the new takeover call", || async {
+        let all = get_ok(&app, "/v1/webhook-deliveries?status=delivered").await;
+        all["items"].as_array().expect("items").first().map(|d| str_of(d, "id"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status_of(&app, &format!("/v1/webhook-deliveries/{young}")).await, 200, "kept until its retention");
 }
