@@ -1287,9 +1287,11 @@ impl Store {
                 Queue::Team(team) => {
                     t.transfer_queue.scan_prefix(join(&[tenant.as_bytes(), &queue_id(Some(team))])).keys().next()
                 }
-                // Each queue is ordered by time; the oldest overall is the least time among them.
+                // Each queue is ordered by time, then id; the oldest overall is the least time
+                // among them, then the least id (ids are time-ordered within the millisecond), so
+                // transfers opened in the same millisecond leave in the order they came.
                 Queue::Any => t.transfer_queue.scan_prefix(tenant.as_bytes()).keys().min_by_key(|k| match k {
-                    Ok(k) => (keys::read_u64_be(k, 32).unwrap_or(u64::MAX), k.to_vec()),
+                    Ok(k) => (keys::read_u64_be(k, 32).unwrap_or(u64::MAX), k[k.len().saturating_sub(16)..].to_vec()),
                     Err(_) => (0, Vec::new()),
                 }),
             };
