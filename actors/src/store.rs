@@ -1386,6 +1386,16 @@ fn due_key(d: &Delivery) -> Vec<u8> {
     join(&[&u64_be(millis(d.next_attempt_at)), d.id.as_bytes()])
 }
 
+/// Adds to `batch` the removal of delivery `d` with its index entries.
+fn remove_delivery<'t>(t: &'t Trees, batch: &mut journal::Batch<'t>, d: &Delivery) {
+    batch.remove(&t.outbox, d.id.as_bytes().to_vec());
+    batch.remove(&t.outbox_due, due_key(d));
+    if let Some(key) = order_key(d) {
+        batch.remove(&t.outbox_conv, key);
+    }
+    batch.remove(&t.outbox_by_tenant, join(&[d.tenant_id.as_bytes(), d.id.as_bytes()]));
+}
+
 /// The per-conversation order key of a delivery to the reply webhook.
 fn order_key(d: &Delivery) -> Option<Vec<u8>> {
     match d.kind {
@@ -1511,6 +1521,7 @@ impl Store {
     pub fn expire_deliveries(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
         self.check_write()?;
         let t = self.trees();
+        let settled_before_cutoff = |d: &Delivery| d.status != DeliveryStatus::Pending && d.updated_at < cutoff;
         let mut expired = 0;
         for entry in t.outbox.iter() {
             let (key, value) = entry?;
@@ -1518,23 +1529,18 @@ impl Store {
             if d.created_at >= cutoff {
                 break;
             }
-            if d.status == DeliveryStatus::Pending || d.updated_at >= cutoff {
+            if !settled_before_cutoff(&d) {
                 continue;
             }
             let _writer = self.exclusive();
             // Read again under the writer lock: a retry may have made it pending meanwhile.
             let Some(now) = t.outbox.get(&key)? else { continue };
             let now: Delivery = decode("outbox", &now)?;
-            if now.status == DeliveryStatus::Pending || now.updated_at >= cutoff {
+            if !settled_before_cutoff(&now) {
                 continue;
             }
             let mut batch = journal::Batch::default();
-            batch.remove(&t.outbox, key.to_vec());
-            batch.remove(&t.outbox_due, due_key(&now));
-            if let Some(order) = order_key(&now) {
-                batch.remove(&t.outbox_conv, order);
-            }
-            batch.remove(&t.outbox_by_tenant, join(&[now.tenant_id.as_bytes(), now.id.as_bytes()]));
+            remove_delivery(t, &mut batch, &now);
             batch.apply(&t.journal)?;
             expired += 1;
         }
@@ -1689,18 +1695,13 @@ impl Store {
             let key = key?;
             if let Some(d) = DeliveryId::from_slice(&key[16..]).map(|id| self.delivery(id)).transpose()?.flatten() {
                 if conversations.contains(&d.conversation_id) {
-                    doomed.push((key.to_vec(), d));
+                    doomed.push(d);
                 }
             }
         }
-        for (tenant_key, d) in doomed.iter() {
+        for d in doomed.iter() {
             let mut batch = journal::Batch::default();
-            batch.remove(&t.outbox, d.id.as_bytes().to_vec());
-            batch.remove(&t.outbox_due, due_key(d));
-            if let Some(key) = order_key(d) {
-                batch.remove(&t.outbox_conv, key);
-            }
-            batch.remove(&t.outbox_by_tenant, tenant_key.clone());
+            remove_delivery(t, &mut batch, d);
             let _writer = self.exclusive();
             batch.apply(&t.journal)?;
         }
