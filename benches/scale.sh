@@ -10,7 +10,8 @@
 #   benches/scale.sh all       # all three (about 30 minutes on 2 cores)
 #
 # Environment: OUT (target/scale: the log scale.log, JSON reports, data dirs; the 1M dir is kept
-# and reused by `million` once filled, delete $OUT/million to fill again), SECS (20: seconds per
+# and reused by `million` once filled, delete $OUT/million to fill again; the throughput runs use
+# a copy of it, so it needs twice its size free), SECS (20: seconds per
 # throughput run), REPEATS (3), SETTLE (15: seconds the server idles after start before a
 # throughput run, long enough for the provider-id sweep baton runs at boot to finish on the 1M
 # dir; 0 measures from the start). Needs cargo, curl, jq and python3. Waits while a soak or a build runs.
@@ -193,16 +194,25 @@ million() {
         stop
     done
 
-    # The same runs on each dir, alternating, a new fresh dir each time: idle SETTLE s, one
-    # message to each of 10,000 conversations (warm-up), then SECS s over those 10,000 (hot),
-    # then SECS s spread over 1,000,000 conversations (each message to a conversation not live:
-    # loaded from disk on the full dir, created on the fresh one).
-    local target dir kind
+    # The same runs on each dir, alternating: idle SETTLE s, one message to each of 10,000
+    # conversations (warm-up), then SECS s over those 10,000 (hot), then SECS s spread over
+    # 1,000,000 conversations (each message to a conversation not live: loaded from disk on the
+    # full dir, created on the fresh one). Every run starts from the same state: a new fresh dir,
+    # or a copy of the filled dir as the fill left it (a run adds 300,000-500,000 turns, which
+    # would otherwise make each later run's store bigger than the one before).
+    local target dir kind work=$OUT/million-copy
     for i in $(seq "$REPEATS"); do
         for target in full fresh; do
             wait_for_quiet
-            dir=$full
-            if [[ $target == fresh ]]; then dir=$fresh; rm -rf "$dir"; fi
+            if [[ $target == fresh ]]; then
+                dir=$fresh
+                rm -rf "$dir"
+            else
+                dir=$work
+                rm -rf "$dir"
+                cp -a "$full" "$dir"
+                sync
+            fi
             start "$dir"
             sleep "$SETTLE"
             drive "$dir" "$target-warm-$i" --conversations 10000 --messages 10000 --connections 64
@@ -211,7 +221,7 @@ million() {
             stop
         done
     done
-    rm -rf "$fresh"
+    rm -rf "$fresh" "$work"
     for kind in hot spread; do
         log "$kind, median of $REPEATS: $(jq -sc '{msgs_per_s: (map(.throughput) | sort | .[length / 2 | floor]), p99_ms: (map(.p99_ms) | sort | .[length / 2 | floor])}' "$OUT"/full-$kind-*.json) on the 1M dir, $(jq -sc '{msgs_per_s: (map(.throughput) | sort | .[length / 2 | floor]), p99_ms: (map(.p99_ms) | sort | .[length / 2 | floor])}' "$OUT"/fresh-$kind-*.json) fresh"
     done
