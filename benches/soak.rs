@@ -376,15 +376,19 @@ impl Run {
     /// Whether memory stayed flat: RSS grew by at most [`FLAT_SHARE`] of its mid-run value over
     /// the second half of the load. `None` for runs shorter than [`FLAT_MIN_SECS`].
     fn memory_flat(&self) -> Option<bool> {
-        let mid = self.samples.iter().find(|s| s.secs >= self.load_secs / 2.0 - 0.5)?;
+        let mid = self.mid_sample()?;
         let (growth, _) = self.second_half_growth();
         (self.load_secs >= FLAT_MIN_SECS).then(|| growth <= mid.rss_kib as f64 / 1024.0 * FLAT_SHARE)
     }
 
+    /// The first sample from the middle of the load on.
+    fn mid_sample(&self) -> Option<&Sample> {
+        self.samples.iter().find(|s| s.secs >= self.load_secs / 2.0 - 0.5)
+    }
+
     /// RSS and data-directory growth (MiB) from the middle of the load to its end.
     fn second_half_growth(&self) -> (f64, f64) {
-        let mid = self.samples.iter().find(|s| s.secs >= self.load_secs / 2.0 - 0.5);
-        match (mid, self.samples.last()) {
+        match (self.mid_sample(), self.samples.last()) {
             (Some(mid), Some(end)) => (
                 (end.rss_kib as f64 - mid.rss_kib as f64) / 1024.0,
                 (end.disk as f64 - mid.disk as f64) / (1 << 20) as f64,
