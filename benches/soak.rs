@@ -330,6 +330,7 @@ fn main() -> anyhow::Result<()> {
         &received,
         &verified_live,
         &verified_after_restart,
+        passed,
     );
     if !passed {
         eprintln!("soak FAILED: see the verification and memory lines above");
@@ -1150,6 +1151,7 @@ fn print_results(
     receiver: &ReceiverState,
     live: &Verification,
     restarted: &Verification,
+    passed: bool,
 ) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
@@ -1233,7 +1235,6 @@ fn print_results(
         },
         FLAT_SHARE * 100.0,
     );
-    let passed = live.passed() && restarted.passed() && flat != Some(false);
     println!(
         "outbox: {} pending after {:.1} s of draining; receiver: {calls} calls, {failed} answered 500, \
          {ids} webhook ids, {retried} retried, {repeated} answered 2xx more than once",
