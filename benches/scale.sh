@@ -60,9 +60,13 @@ start() {
     STARTUP_MS=$(((t1 - t0) / 1000000))
 }
 
+# stop: SIGTERM, then waits for the server to exit; sets STOP_MS (from the signal to the exit).
 stop() {
+    local t0
+    t0=$(date +%s%N)
     kill -TERM "$SERVER"
     wait "$SERVER" || true
+    STOP_MS=$((($(date +%s%N) - t0) / 1000000))
     SERVER=
 }
 SAMPLER=
@@ -168,6 +172,7 @@ million() {
         drive_sampled 30 "$full" million-fill --conversations 1000000 --messages 1000000 --connections 64
         memory_line "filled"
         stop
+        log "shutdown after the fill: $STOP_MS ms"
         touch "$full/filled"
         start "$full"
         log "first start after the fill: $STARTUP_MS ms"

@@ -517,6 +517,10 @@ pub struct PageCache {
     idgen_persists: Arc<AtomicU64>,
     idgen_persist_mu: Arc<Mutex<()>>,
     was_recovered: bool,
+    /// baton: the stable lsn of the snapshot this page cache started from.
+    started_from_lsn: Option<Lsn>,
+    /// baton: set once `start` completed; a page cache dropped before has no snapshot to write.
+    started: bool,
 }
 
 unsafe impl Send for PageCache {}
@@ -536,9 +540,90 @@ impl Debug for PageCache {
     }
 }
 
-#[cfg(feature = "event_log")]
 impl Drop for PageCache {
     fn drop(&mut self) {
+        // baton: a clean shutdown leaves a snapshot of the page table, so the next start
+        // replays only the last segment of the log instead of all of it.
+        if let Err(e) = self.write_shutdown_snapshot() {
+            warn!("no snapshot written at shutdown: {:?}", e);
+        }
+
+        #[cfg(feature = "event_log")]
+        self.check_event_log_before_restart();
+    }
+}
+
+impl PageCache {
+    /// baton: writes a snapshot of the page table when the last handle to the page cache
+    /// goes away, so nothing can change it any more.
+    ///
+    /// sled otherwise writes a snapshot only when it starts, after replaying the log written
+    /// since the previous snapshot: the first start after a long write session reads all of
+    /// that log again (gigabytes on a large store). At this point every page's location is
+    /// in memory. After making the log stable, the snapshot records each page's fragments
+    /// (what replaying the log would have rebuilt) with the stable lsn bumped to the start of
+    /// the segment after the log's tip and no active segment: the state sled's own recovery
+    /// records when the tip's segment has no room left. The next start finds no log to
+    /// replay and writes at a fresh segment; the rest of the tip's segment stays unused
+    /// until the segment is cleaned.
+    ///
+    /// Nothing is written when the page table is not complete and stable (a page without a
+    /// location, a fragment beyond the stable tip), after an I/O error, for a temporary
+    /// database, or when nothing was written since the snapshot this run started from. The
+    /// old snapshot then stays, and the next start replays the log as sled always does.
+    /// Returns whether a snapshot was written.
+    fn write_shutdown_snapshot(&self) -> Result<bool> {
+        if !self.started
+            || self.config.temporary
+            || self.config.global_error().is_err()
+        {
+            return Ok(false);
+        }
+        let _ = self.log.flush()?;
+        let stable = self.log.stable_offset();
+        if stable < 0 {
+            return Ok(false);
+        }
+        let replay_from = self.config.normalize(stable)
+            + Lsn::try_from(self.config.segment_size).unwrap();
+        if self.started_from_lsn.map_or(false, |lsn| replay_from <= lsn) {
+            return Ok(false);
+        }
+
+        let pid_bound = *self.next_pid_to_allocate.lock();
+        let mut pt = Vec::with_capacity(assert_usize(pid_bound));
+        let guard = pin();
+        for pid in 0..pid_bound {
+            let page = match self.inner.get(pid, &guard) {
+                Some(page) if !page.cache_infos.is_empty() => page,
+                _ => {
+                    debug!("no shutdown snapshot: pid {} has no location", pid);
+                    return Ok(false);
+                }
+            };
+            let past_stable = page.cache_infos.iter().any(|ci| {
+                ci.lsn + Lsn::try_from(ci.log_size).unwrap_or(Lsn::MAX) - 1
+                    > stable
+            });
+            if past_stable {
+                debug!("no shutdown snapshot: pid {} is past the stable lsn", pid);
+                return Ok(false);
+            }
+            pt.push(page.to_page_state());
+        }
+        drop(guard);
+
+        let snapshot = Snapshot {
+            stable_lsn: Some(replay_from),
+            active_segment: None,
+            pt,
+        };
+        snapshot::write_snapshot(&self.config, &snapshot)?;
+        Ok(true)
+    }
+
+    #[cfg(feature = "event_log")]
+    fn check_event_log_before_restart(&mut self) {
         use std::collections::HashMap;
 
         trace!("dropping pagecache");
@@ -657,6 +742,8 @@ impl PageCache {
             idgen: Arc::new(AtomicU64::new(0)),
             idgen_persists: Arc::new(AtomicU64::new(0)),
             was_recovered: false,
+            started_from_lsn: snapshot.stable_lsn,
+            started: false,
         };
 
         // now we read it back in
@@ -738,6 +825,7 @@ impl PageCache {
         }
 
         pc.was_recovered = was_recovered;
+        pc.started = true;
 
         #[cfg(feature = "event_log")]
         {
