@@ -204,8 +204,13 @@ impl Application {
                 result?;
             }
         }
-        tracing::info!("draining conversation mailboxes");
+        tracing::info!(
+            live = self.state.registry.stats().live_actors.load(std::sync::atomic::Ordering::Relaxed),
+            "draining conversation mailboxes"
+        );
+        let draining = std::time::Instant::now();
         self.state.registry.drain().await;
+        tracing::info!(took_ms = draining.elapsed().as_millis() as u64, "conversation mailboxes drained");
         let grace = Duration::from_secs(self.state.settings.webhooks.shutdown_grace_secs);
         let _ = self.state.webhooks.send(baton_actors::webhook::Drain { deadline: grace }).await;
         let pending = self.state.store.pending_deliveries();
@@ -228,9 +233,11 @@ impl Application {
         }
         let store = state.store.clone();
         drop(state);
+        // Closing writes sled's snapshot of its page table, so the next start replays no log.
+        let closing = std::time::Instant::now();
         store.close()?;
         drop(store);
-        tracing::info!("store flushed; bye");
+        tracing::info!(took_ms = closing.elapsed().as_millis() as u64, "store flushed; bye");
         Ok(())
     }
 }
