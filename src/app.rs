@@ -270,9 +270,11 @@ fn unusable_data_dir(dir: &Path, error: &baton_actors::store::StoreError) -> Str
     // sled appends an (empty) backtrace to some errors; it is noise on the one line.
     let detail = detail.split(" backtrace").next().unwrap_or_default().trim().to_string();
     let lowercase = detail.to_lowercase();
+    // A read that ran past the end of the log: a record's length points beyond the file.
+    let truncated = error.is_unexpected_eof();
     if lowercase.contains("could not acquire lock") {
         format!("the data directory {dir} is locked by another process (is another baton running on it?)")
-    } else if ["corrupt", "unsupported", "crc"].iter().any(|word| lowercase.contains(word)) {
+    } else if truncated || ["corrupt", "unsupported", "crc"].iter().any(|word| lowercase.contains(word)) {
         format!("the data directory {dir} is corrupted or not a baton data directory ({detail})")
     } else if matches!(error, StoreError::Io(_)) || detail.contains("IO error") {
         format!("the data directory {dir} cannot be created or written ({detail})")
@@ -366,4 +368,24 @@ async fn log_request(
     let status = response.status().as_u16();
     tracing::debug!(target: "baton::http", %method, %path, status, micros = started.elapsed().as_micros() as u64, "request");
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_read_past_its_end_is_reported_as_corruption() {
+        // A record whose length points beyond the file: what a log overwritten with garbage
+        // gives once sled's snapshot sends it reading there.
+        let error = baton_actors::store::StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "failed to fill whole buffer",
+        ));
+
+        let line = unusable_data_dir(Path::new("/var/lib/baton"), &error);
+
+        assert!(line.contains("is corrupted"), "{line}");
+        assert!(line.contains("/var/lib/baton"), "{line}");
+    }
 }

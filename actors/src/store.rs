@@ -47,6 +47,15 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// Whether a read ran past the end of a file: in sled's log, a record whose length
+    /// points beyond the data, which a truncated or overwritten log has.
+    pub fn is_unexpected_eof(&self) -> bool {
+        matches!(self, StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e)
+            if e.kind() == std::io::ErrorKind::UnexpectedEof)
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Sled(e)
