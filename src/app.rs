@@ -219,9 +219,10 @@ impl Application {
         }
         self.webhook_arbiter.stop();
         let _ = self.webhook_arbiter.join();
-        self.sweeper.abort();
-        for retention_sweeper in self.retention_sweepers {
-            retention_sweeper.abort();
+        // Awaited, so the tasks (and their handles to the store) are gone before the close.
+        for sweeper in std::iter::once(self.sweeper).chain(self.retention_sweepers) {
+            sweeper.abort();
+            let _ = sweeper.await;
         }
         // The data directory stays locked while any handle to the store lives; HTTP worker
         // threads drop their share of the state a moment after the server stopped. Wait for
@@ -233,9 +234,13 @@ impl Application {
         }
         let store = state.store.clone();
         drop(state);
-        // Closing writes sled's snapshot of its page table, so the next start replays no log.
+        // Dropping the last handle writes sled's snapshot of its page table, so the next start
+        // replays no log. A sweep still running on a blocking thread holds one (bounded wait).
         let closing = std::time::Instant::now();
         store.close()?;
+        while !store.is_only_handle() && closing.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         drop(store);
         tracing::info!(took_ms = closing.elapsed().as_millis() as u64, "store flushed; bye");
         Ok(())
