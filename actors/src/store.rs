@@ -518,11 +518,6 @@ impl Store {
         Ok(sizes)
     }
 
-    /// Whether this is the last handle to the store: dropping it closes sled.
-    pub fn is_only_handle(&self) -> bool {
-        Arc::strong_count(&self.inner) == 1
-    }
-
     /// Flushes everything and stops the committer.
     pub fn close(&self) -> Result<(), StoreError> {
         self.inner.commit.shutdown();

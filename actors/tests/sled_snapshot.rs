@@ -90,6 +90,19 @@ fn verify(db: &sled::Db, model: &Model, what: &str) {
     }
 }
 
+/// A new store that took `ops` operations of the workload and was closed cleanly: its
+/// directory (removed on drop), the store's path and what it holds.
+fn closed_store(seed: u64, ops: usize) -> (tempfile::TempDir, PathBuf, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut model = Model::new();
+    let db = open(&path);
+    workload(&db, &mut model, &mut rng, ops);
+    drop(db);
+    (dir, path, model)
+}
+
 /// The stable lsn in the name of the directory's snapshot file (`snap.<hex lsn>`).
 fn snapshot_lsn(path: &Path) -> Option<i64> {
     std::fs::read_dir(path)
@@ -149,13 +162,7 @@ fn a_clean_close_writes_a_snapshot_that_restarts_with_every_key() {
 #[test]
 fn a_close_without_writes_keeps_the_snapshot_of_the_start() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let mut rng = StdRng::seed_from_u64(11);
-    let mut model = Model::new();
-    let db = open(&path);
-    workload(&db, &mut model, &mut rng, 5_000);
-    drop(db);
+    let (_dir, path, model) = closed_store(11, 5_000);
 
     let db = open(&path);
     let started_from = snapshot_lsn(&path);
@@ -169,13 +176,7 @@ fn a_snapshot_left_half_written_is_ignored() {
     let _serial = serial();
     // Arrange: a store closed cleanly, then the remains of a snapshot write that stopped
     // before its rename (a crash while closing), numbered above the real one.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let mut rng = StdRng::seed_from_u64(13);
-    let mut model = Model::new();
-    let db = open(&path);
-    workload(&db, &mut model, &mut rng, 5_000);
-    drop(db);
+    let (_dir, path, model) = closed_store(13, 5_000);
     std::fs::write(path.join(format!("snap.{:016X}.generating", i64::MAX / 2)), b"half a snapshot").unwrap();
 
     // Act + Assert: it opens from the complete snapshot with every key.
@@ -187,13 +188,7 @@ fn a_start_does_not_overwrite_free_segments_again() {
     let _serial = serial();
     // Arrange: a log that rewrote much more than it keeps, so sled freed segments, and one
     // start since, which cleared the freed segments' headers.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let mut rng = StdRng::seed_from_u64(17);
-    let mut model = Model::new();
-    let db = open(&path);
-    workload(&db, &mut model, &mut rng, 60_000);
-    drop(db);
+    let (_dir, path, model) = closed_store(17, 60_000);
     drop(open(&path));
 
     // Act
