@@ -60,11 +60,12 @@ start() {
     STARTUP_MS=$(((t1 - t0) / 1000000))
 }
 
-# stop: SIGTERM, then waits for the server to exit; sets STOP_MS (from the signal to the exit).
+# stop [SIGNAL]: sends SIGNAL (TERM), then waits for the server to exit; sets STOP_MS (from the
+# signal to the exit).
 stop() {
     local t0
     t0=$(date +%s%N)
-    kill -TERM "$SERVER"
+    kill -"${1:-TERM}" "$SERVER"
     wait "$SERVER" || true
     STOP_MS=$((($(date +%s%N) - t0) / 1000000))
     SERVER=
@@ -208,9 +209,7 @@ million() {
     sync
     start "$crashed"
     drive "$crashed" crash-session --conversations 1000000 --messages 200000 --connections 64
-    kill -KILL "$SERVER"
-    wait "$SERVER" || true
-    SERVER=
+    stop KILL
     start "$crashed"
     log "first start after a crash (SIGKILL) that followed 200,000 messages: $STARTUP_MS ms"
     stop
