@@ -108,6 +108,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(mib) = options.cache_mib {
         settings.storage.cache_capacity_bytes = mib << 20;
     }
+    // The logging `baton serve` installs, at its level: spans and events cost what they cost there.
+    baton::telemetry::init(&settings.log.level);
     let baton = BatonServer::start(settings)?;
     let bare = BareServer::start(workers)?;
 

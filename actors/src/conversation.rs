@@ -344,6 +344,8 @@ struct Turn {
     /// The live event a transfer change publishes.
     transfer_event: Option<&'static str>,
     trace: Vec<String>,
+    /// Whether [`Turn::trace`] keeps its lines.
+    explain: bool,
     /// Tickets of writes made before the turn's own (a new channel).
     ticket: CommitTicket,
     /// Whether the bot was active when the turn began (a change fires webhooks and events).
@@ -438,8 +440,12 @@ impl Turn {
         Message::replies_among(&self.messages)
     }
 
-    fn trace(&mut self, line: impl Into<String>) {
-        self.trace.push(line.into());
+    /// Notes why the turn did what it did, for the callers that return the trace (events and
+    /// payloads); `handle` answers without one, so its turns format nothing.
+    fn trace(&mut self, line: std::fmt::Arguments<'_>) {
+        if self.explain {
+            self.trace.push(line.to_string());
+        }
     }
 
     /// The open session, started (seeded with the conversation's variables) if there is none.
@@ -476,7 +482,7 @@ impl Turn {
             session.closed_at = Some(at);
             session.last_activity = at;
             self.session_changed = true;
-            self.trace.push(format!("session closed: {why}"));
+            self.trace(format_args!("session closed: {why}"));
         }
     }
 
@@ -553,7 +559,7 @@ impl Turn {
         self.conversation.status = ConversationStatus::Escalated;
         self.conversation.active_transfer = Some(transfer.id);
         self.pause_bot("transferred to a human");
-        self.trace(format!(
+        self.trace(format_args!(
             "transfer opened to {}",
             team.map_or("the general queue".to_string(), |t| format!("team {t}"))
         ));
@@ -564,7 +570,9 @@ impl Turn {
 
     /// Applies what a flow returned; the pending `api_fetch`, if any.
     fn apply_progress(&mut self, flow: &Flow, progress: Progress) -> Option<PendingFetch> {
-        self.trace.extend(progress.trace);
+        if self.explain {
+            self.trace.extend(progress.trace);
+        }
         for reply in progress.replies {
             self.reply(reply);
         }
@@ -591,7 +599,7 @@ impl Turn {
 
     /// Starts `flow` (at `step`) in the open session.
     fn start_flow(&mut self, flow: &Flow, step: Option<usize>) -> Option<PendingFetch> {
-        self.trace(format!("starting flow {:?}", flow.name));
+        self.trace(format_args!("starting flow {:?}", flow.name));
         let mut variables = self.open_session().variables.clone();
         let progress = flow::start(flow, step, &mut variables);
         self.open_session().variables = variables;
@@ -614,7 +622,7 @@ impl Turn {
     /// The bot's answer to a user's text, in API.md's order.
     fn respond_to_text(&mut self, text: &str, first_message: bool) -> Option<PendingFetch> {
         if let Some(why) = self.silenced() {
-            self.trace(format!("no reply: {why}"));
+            self.trace(format_args!("no reply: {why}"));
             return None;
         }
         let bot = Arc::clone(&self.bot);
@@ -628,24 +636,24 @@ impl Turn {
                 self.apply_progress(flow, progress)
             }
             Route::Transfer => {
-                self.trace("transfer keyword");
+                self.trace(format_args!("transfer keyword"));
                 self.reply(ReplyDraft::new(&settings.transfer_message, &[]));
                 self.open_transfer(None, format!("Transfer keyword in: {text}"), TransferSource::Keyword);
                 None
             }
             Route::Closed => {
-                self.trace("outside business hours");
+                self.trace(format_args!("outside business hours"));
                 self.reply(ReplyDraft::new(&settings.business_hours.closed_message, &[]));
                 None
             }
             Route::StartFlow(flow) => self.start_flow(flow, None),
             Route::Ai => {
-                self.trace("the AI model answers");
+                self.trace(format_args!("the AI model answers"));
                 self.ai_requested = true;
                 None
             }
             Route::Reply(decision) => {
-                self.trace(format!("{:?}", decision.reason));
+                self.trace(format_args!("{:?}", decision.reason));
                 for reply in decision.replies {
                     self.reply(reply);
                 }
@@ -792,6 +800,7 @@ impl ConversationActor {
             transfer: None,
             transfer_event: None,
             trace: Vec::new(),
+            explain: true,
             ticket: CommitTicket::NONE,
             was_active: self.conversation.as_ref().is_some_and(|c| c.bot_active),
             deliver_replies: false,
@@ -867,6 +876,7 @@ impl ConversationActor {
             transfer: None,
             transfer_event: None,
             trace: Vec::new(),
+            explain: true,
             ticket,
             was_active: true,
             deliver_replies: false,
@@ -1055,11 +1065,11 @@ impl ConversationActor {
         let Some(PendingFetch { flow, step, request }) = pending else {
             return Box::pin(fut::ready(Ok(turn)));
         };
-        turn.trace(format!("api_fetch {} {}", request.method, request.url));
+        turn.trace(format_args!("api_fetch {} {}", request.method, request.url));
         let call = fetch(self.registry.http().clone(), request);
         Box::pin(call.into_actor(self).then(move |outcome, actor, _ctx| {
             if let FetchOutcome::Failed(why) = &outcome {
-                turn.trace(format!("api_fetch failed: {why}"));
+                turn.trace(format_args!("api_fetch failed: {why}"));
                 tracing::warn!(conversation_id = %turn.conversation.id, error = %why, "api_fetch step failed");
             }
             let fallback = turn.bot.chatbot.settings.fallback_message.clone();
@@ -1150,7 +1160,7 @@ impl ConversationActor {
         turn.deliver_replies = job.deliver_replies;
         match result {
             Ok(answer) if !answer.text.trim().is_empty() => {
-                turn.trace(format!("AI answered ({} tokens)", answer.tokens_used.unwrap_or(0)));
+                turn.trace(format_args!("AI answered ({} tokens)", answer.tokens_used.unwrap_or(0)));
                 turn.reply(ReplyDraft::new(answer.text.trim(), &[]));
                 if let Some(message) = turn.messages.last_mut() {
                     message.tokens_used = answer.tokens_used;
@@ -1162,7 +1172,7 @@ impl ConversationActor {
                     Ok(_) => "the model answered with nothing".to_string(),
                 };
                 tracing::warn!(conversation_id = %self.id, error = %why, "AI call failed; answering with the fallback");
-                turn.trace(format!("AI failed: {why}"));
+                turn.trace(format_args!("AI failed: {why}"));
                 let fallback = engine::default_reply(&job.bot.rules, false);
                 for reply in fallback.replies {
                     turn.reply(reply);
@@ -1441,7 +1451,7 @@ impl Handler<HandleIncoming> for ConversationActor {
 }
 
 impl ConversationActor {
-    #[tracing::instrument(skip_all, fields(conversation_id = %self.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(conversation_id = %self.id))]
     fn run_incoming(&mut self, msg: HandleIncoming) -> ResponseActFuture<Self, Result<Handled, ConversationError>> {
         match self.start_incoming(msg) {
             Err(error) => Box::pin(fut::ready(Err(error))),
@@ -1512,6 +1522,7 @@ impl ConversationActor {
             }
         }
         let mut turn = self.open(bot, &origin)?;
+        turn.explain = false;
         turn.deliver_replies = deliver_replies;
         if !message.from_me {
             // A newer message supersedes an AI answer still being computed for an older one.
@@ -1564,7 +1575,7 @@ impl ConversationActor {
 impl Handler<SetBotActive> for ConversationActor {
     type Result = Result<Changed, ConversationError>;
 
-    #[tracing::instrument(skip_all, fields(conversation_id = %self.id, active = msg.active))]
+    #[tracing::instrument(level = "debug", skip_all, fields(conversation_id = %self.id, active = msg.active))]
     fn handle(&mut self, msg: SetBotActive, ctx: &mut Self::Context) -> Self::Result {
         self.guarded(ctx, |actor, _ctx| actor.set_bot_active(msg))
     }
@@ -1658,10 +1669,10 @@ impl ConversationActor {
         let mut turn = self.open(msg.bot, &msg.origin)?;
         if msg.event == "user_seen_message" {
             turn.conversation.last_seen_at = Some(turn.at);
-            turn.trace("last_seen_at updated");
+            turn.trace(format_args!("last_seen_at updated"));
         } else {
             turn.message(Role::System, msg.event.clone(), "event");
-            turn.trace(format!("event {:?} recorded", msg.event));
+            turn.trace(format_args!("event {:?} recorded", msg.event));
         }
         self.finish_event(turn)
     }
@@ -1698,10 +1709,10 @@ impl ConversationActor {
                     session.variables.insert("event_payload".into(), other);
                 }
             }
-            turn.trace("payload merged into the session variables");
+            turn.trace(format_args!("payload merged into the session variables"));
         }
         if let Some(why) = turn.silenced() {
-            turn.trace(format!("no flow runs: {why}"));
+            turn.trace(format_args!("no flow runs: {why}"));
             return Ok((turn, None));
         }
         let bot = Arc::clone(&turn.bot);
@@ -1726,7 +1737,7 @@ impl ConversationActor {
             match flow::triggered_by_event(&bot.rules.flows, event) {
                 Some(flow) => turn.start_flow(flow, None),
                 None => {
-                    turn.trace(format!("no flow listens to event:{event}"));
+                    turn.trace(format_args!("no flow listens to event:{event}"));
                     None
                 }
             }
