@@ -559,10 +559,10 @@ impl Turn {
         self.conversation.status = ConversationStatus::Escalated;
         self.conversation.active_transfer = Some(transfer.id);
         self.pause_bot("transferred to a human");
-        self.trace(format_args!(
-            "transfer opened to {}",
-            team.map_or("the general queue".to_string(), |t| format!("team {t}"))
-        ));
+        match team {
+            Some(team) => self.trace(format_args!("transfer opened to team {team}")),
+            None => self.trace(format_args!("transfer opened to the general queue")),
+        }
         self.transfer = Some(transfer.clone());
         self.transfer_event = Some("transfer.created");
         transfer
