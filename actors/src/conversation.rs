@@ -570,9 +570,8 @@ impl Turn {
 
     /// Applies what a flow returned; the pending `api_fetch`, if any.
     fn apply_progress(&mut self, flow: &Flow, progress: Progress) -> Option<PendingFetch> {
-        if self.explain {
-            self.trace.extend(progress.trace);
-        }
+        // Empty unless this turn explains itself (the flow was driven with `self.explain`).
+        self.trace.extend(progress.trace);
         for reply in progress.replies {
             self.reply(reply);
         }
@@ -601,7 +600,7 @@ impl Turn {
     fn start_flow(&mut self, flow: &Flow, step: Option<usize>) -> Option<PendingFetch> {
         self.trace(format_args!("starting flow {:?}", flow.name));
         let mut variables = self.open_session().variables.clone();
-        let progress = flow::start(flow, step, &mut variables);
+        let progress = flow::start(flow, step, &mut variables, self.explain);
         self.open_session().variables = variables;
         self.apply_progress(flow, progress)
     }
@@ -631,7 +630,7 @@ impl Turn {
         match engine::route(&bot.rules, waiting.as_ref().map(|(f, i)| (f, *i)), text, first_message, self.at) {
             Route::FlowInput { flow, step } => {
                 let mut variables = self.variables();
-                let progress = flow::take_input(flow, step, text, &mut variables);
+                let progress = flow::take_input(flow, step, text, &mut variables, self.explain);
                 self.open_session().variables = variables;
                 self.apply_progress(flow, progress)
             }
@@ -1074,7 +1073,7 @@ impl ConversationActor {
             }
             let fallback = turn.bot.chatbot.settings.fallback_message.clone();
             let mut variables = turn.variables();
-            let progress = flow::take_fetch(&flow, step, outcome, &mut variables, &fallback);
+            let progress = flow::take_fetch(&flow, step, outcome, &mut variables, &fallback, turn.explain);
             turn.open_session().variables = variables;
             let next = turn.apply_progress(&flow, progress);
             actor.drive(turn, next)

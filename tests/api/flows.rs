@@ -1038,6 +1038,10 @@ async fn a_debug_payload_returns_the_trace() {
     let trace = debugged["trace"].as_array().unwrap_or_else(|| panic!("no trace in {debugged}"));
     assert!(!trace.is_empty());
     assert!(trace.iter().all(|line| line.as_str().is_some_and(|l| !l.is_empty())), "{trace:?}");
+    // The flow engine's own decisions are in it, not only the turn's.
+    for line in ["started flow Three", "step first: waiting for input"] {
+        assert!(trace.iter().any(|l| l == line), "no {line:?} in {trace:?}");
+    }
 }
 
 #[tokio::test]

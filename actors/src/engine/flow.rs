@@ -374,11 +374,25 @@ pub struct Progress {
     pub transfer: Option<TransferRequest>,
     /// True when the flow ran to its end (completion_message sent).
     pub completed: bool,
-    /// Human-readable decisions, for debugging ("started flow X", "re-asking step rating", …).
+    /// Human-readable decisions, for debugging ("started flow X", "re-asking step rating", …);
+    /// empty unless the caller asked for them.
     pub trace: Vec<String>,
+    /// Whether `trace` is written: callers that discard it (`handle`) format no line.
+    explain: bool,
 }
 
 impl Progress {
+    fn new(explain: bool) -> Self {
+        Self { explain, ..Self::default() }
+    }
+
+    /// Adds a trace line, formatted only when the trace is kept.
+    fn note(&mut self, line: std::fmt::Arguments<'_>) {
+        if self.explain {
+            self.trace.push(line.to_string());
+        }
+    }
+
     fn say(&mut self, reply: Option<ReplyDraft>) {
         self.replies.extend(reply);
     }
@@ -389,16 +403,16 @@ impl Progress {
             Waiting::Input => "input",
             Waiting::Fetch => "the API answer",
         };
-        self.trace.push(format!("step {}: waiting for {what}", step.step_name));
+        self.note(format_args!("step {}: waiting for {what}", step.step_name));
     }
 }
 
 /// Starts `flow`: sends `initial_message` (rendered, when not blank and `at_step` is `None`),
 /// then runs from the first step, or from `at_step` (a flow ends at once when that step does
 /// not exist).
-pub fn start(flow: &Flow, at_step: Option<usize>, vars: &mut Map<String, Value>) -> Progress {
-    let mut progress = Progress::default();
-    progress.trace.push(format!("started flow {}", flow.name));
+pub fn start(flow: &Flow, at_step: Option<usize>, vars: &mut Map<String, Value>, explain: bool) -> Progress {
+    let mut progress = Progress::new(explain);
+    progress.note(format_args!("started flow {}", flow.name));
     match at_step {
         None => {
             progress.say(text_reply(render(&flow.initial_message, vars), &[]));
@@ -406,10 +420,10 @@ pub fn start(flow: &Flow, at_step: Option<usize>, vars: &mut Map<String, Value>)
         }
         Some(index) => match flow.steps.get(index) {
             Some(step) => {
-                progress.trace.push(format!("resuming at step {}", step.step_name));
+                progress.note(format_args!("resuming at step {}", step.step_name));
                 run(flow, index, vars, &mut progress);
             }
-            None => progress.trace.push(format!("step #{index} does not exist; flow ended")),
+            None => progress.note(format_args!("step #{index} does not exist; flow ended")),
         },
     }
     progress
@@ -418,34 +432,34 @@ pub fn start(flow: &Flow, at_step: Option<usize>, vars: &mut Map<String, Value>)
 /// The step at `step`, waiting for input, takes `input`. An answer the step cannot accept
 /// re-sends the step's message and keeps waiting; an accepted one is stored under `store_as`
 /// and the flow goes on.
-pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, Value>) -> Progress {
-    let mut progress = Progress::default();
+pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, Value>, explain: bool) -> Progress {
+    let mut progress = Progress::new(explain);
     let Some(current) = flow.steps.get(step) else {
-        progress.trace.push(format!("step #{step} does not exist; flow ended"));
+        progress.note(format_args!("step #{step} does not exist; flow ended"));
         return progress;
     };
     let shown = quote(input);
     let name = &current.step_name;
     let accepted = match expected_input(current) {
         InputType::None => {
-            progress.trace.push(format!("step {name} expects no input; moving on"));
+            progress.note(format_args!("step {name} expects no input; moving on"));
             run(flow, step + 1, vars, &mut progress);
             return progress;
         }
         InputType::Select => match buttons::pick(&current.buttons, input) {
             Some(button) => {
-                progress.trace.push(format!("input {shown} matched button {}", button.id));
+                progress.note(format_args!("input {shown} matched button {}", button.id));
                 Some(Value::String(button.id.clone()))
             }
             None => {
-                progress.trace.push(format!("input {shown} matched no button of step {name}"));
+                progress.note(format_args!("input {shown} matched no button of step {name}"));
                 None
             }
         },
         InputType::Text => {
             let text = input.trim();
             if text.is_empty() {
-                progress.trace.push(format!("input for step {name} is empty"));
+                progress.note(format_args!("input for step {name} is empty"));
                 None
             } else {
                 Some(Value::String(text.to_string()))
@@ -454,7 +468,7 @@ pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, 
         InputType::Number => {
             let number = parse_number(input);
             if number.is_none() {
-                progress.trace.push(format!("input {shown} is not a number"));
+                progress.note(format_args!("input {shown} is not a number"));
             }
             number
         }
@@ -463,7 +477,7 @@ pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, 
             if looks_like_email(text) {
                 Some(Value::String(text.to_string()))
             } else {
-                progress.trace.push(format!("input {shown} is not an e-mail address"));
+                progress.note(format_args!("input {shown} is not an e-mail address"));
                 None
             }
         }
@@ -471,13 +485,13 @@ pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, 
     match accepted {
         Some(value) => {
             if let Some(variable) = current.store_as.as_deref().filter(|v| !v.is_empty()) {
-                progress.trace.push(format!("stored {variable}"));
+                progress.note(format_args!("stored {variable}"));
                 vars.insert(variable.to_string(), value);
             }
             run(flow, step + 1, vars, &mut progress);
         }
         None => {
-            progress.trace.push(format!("re-asking step {name}"));
+            progress.note(format_args!("re-asking step {name}"));
             progress.say(step_reply(current, vars));
             progress.wait(current, step, Waiting::Input);
         }
@@ -495,23 +509,24 @@ pub fn take_fetch(
     outcome: FetchOutcome,
     vars: &mut Map<String, Value>,
     fallback: &str,
+    explain: bool,
 ) -> Progress {
-    let mut progress = Progress::default();
+    let mut progress = Progress::new(explain);
     let Some(current) = flow.steps.get(step) else {
-        progress.trace.push(format!("step #{step} does not exist; flow ended"));
+        progress.note(format_args!("step #{step} does not exist; flow ended"));
         return progress;
     };
     let name = &current.step_name;
     match outcome {
         FetchOutcome::Json(answer) => {
-            progress.trace.push(format!("step {name}: API answered"));
+            progress.note(format_args!("step {name}: API answered"));
             for (variable, pointer) in current.api_config.iter().flat_map(|config| &config.mapping) {
                 match answer.pointer(pointer) {
                     Some(value) => {
                         vars.insert(variable.clone(), value.clone());
-                        progress.trace.push(format!("mapped {variable} from {pointer:?}"));
+                        progress.note(format_args!("mapped {variable} from {pointer:?}"));
                     }
-                    None => progress.trace.push(format!("{pointer:?} is not in the answer; {variable} left as it was")),
+                    None => progress.note(format_args!("{pointer:?} is not in the answer; {variable} left as it was")),
                 }
             }
             if send_and_continue(current, step, vars, &mut progress) {
@@ -519,11 +534,11 @@ pub fn take_fetch(
             }
         }
         FetchOutcome::Failed(reason) => {
-            progress.trace.push(format!("step {name}: API call failed: {reason}"));
+            progress.note(format_args!("step {name}: API call failed: {reason}"));
             let on_error = current.api_config.as_ref().map_or("", |config| config.on_error.as_str());
             let message = if on_error.trim().is_empty() { fallback } else { on_error };
             progress.say(text_reply(render(message, vars), &[]));
-            progress.trace.push(format!("flow {} ended after a failed API call", flow.name));
+            progress.note(format_args!("flow {} ended after a failed API call", flow.name));
         }
     }
     progress
@@ -576,14 +591,14 @@ fn run(flow: &Flow, from: usize, vars: &mut Map<String, Value>, progress: &mut P
         let Some(step) = flow.steps.get(index) else {
             progress.say(text_reply(render(&flow.completion_message, vars), &[]));
             progress.completed = true;
-            progress.trace.push(format!("flow {} completed", flow.name));
+            progress.note(format_args!("flow {} completed", flow.name));
             return;
         };
         if !execute(step, index, vars, progress) {
             return;
         }
     }
-    progress.trace.push(format!("flow {} stopped after {} steps", flow.name, flow.steps.len() + 1));
+    progress.note(format_args!("flow {} stopped after {} steps", flow.name, flow.steps.len() + 1));
 }
 
 /// Runs one step; true when the flow goes on to the next step.
@@ -594,22 +609,28 @@ fn execute(step: &FlowStep, index: usize, vars: &mut Map<String, Value>, progres
             let config = step.transfer_config.as_ref();
             let team_id = config.and_then(|c| c.team_id);
             let notes = config.map(|c| render(&c.notes, vars)).unwrap_or_default();
-            let target = team_id.map_or_else(|| "the general queue".to_string(), |team| format!("team {team}"));
-            progress.trace.push(format!("step {}: transfer to {target}; flow ended", step.step_name));
+            match team_id {
+                Some(team) => {
+                    progress.note(format_args!("step {}: transfer to team {team}; flow ended", step.step_name))
+                }
+                None => {
+                    progress.note(format_args!("step {}: transfer to the general queue; flow ended", step.step_name))
+                }
+            }
             progress.transfer = Some(TransferRequest { team_id, notes });
             false
         }
         StepType::ApiFetch => match &step.api_config {
             Some(config) => {
                 let request = fetch_request(config, vars);
-                progress.trace.push(format!("step {}: calling {} {}", step.step_name, request.method, request.url));
+                progress.note(format_args!("step {}: calling {} {}", step.step_name, request.method, request.url));
                 progress.fetch = Some(request);
                 progress.wait(step, index, Waiting::Fetch);
                 false
             }
             None => {
                 // Validation refuses this; without a call to make, the step is a plain message.
-                progress.trace.push(format!("step {} has no api_config; no call made", step.step_name));
+                progress.note(format_args!("step {} has no api_config; no call made", step.step_name));
                 send_and_continue(step, index, vars, progress)
             }
         },
@@ -695,11 +716,22 @@ fn looks_like_email(text: &str) -> bool {
 }
 
 /// A user's input as a trace line quotes it: in quotes, cut after [`TRACE_INPUT_CHARS`].
-fn quote(input: &str) -> String {
-    let mut chars = input.chars();
-    let head: String = chars.by_ref().take(TRACE_INPUT_CHARS).collect();
-    let more = if chars.next().is_some() { "…" } else { "" };
-    format!("'{head}{more}'")
+fn quote(input: &str) -> Quoted<'_> {
+    Quoted(input)
+}
+
+/// See [`quote`]; formats only when a trace line is written.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut chars = self.0.chars();
+        f.write_str("'")?;
+        for c in chars.by_ref().take(TRACE_INPUT_CHARS) {
+            std::fmt::Write::write_char(f, c)?;
+        }
+        f.write_str(if chars.next().is_some() { "…'" } else { "'" })
+    }
 }
 
 #[cfg(test)]
@@ -815,25 +847,25 @@ mod tests {
         let flow = feedback_flow();
         let mut vars = Map::new();
 
-        let started = start(&flow, None, &mut vars);
+        let started = start(&flow, None, &mut vars, true);
         assert_eq!(texts(&started), ["Hi! I'd like to collect your feedback.", "How would you rate your experience?"]);
         assert_eq!(started.replies[1].buttons.len(), 3);
         assert_eq!(started.position, waiting_at(0));
         assert!(started.trace.contains(&"started flow Feedback Collection".to_string()));
 
-        let nope = take_input(&flow, 0, "nope", &mut vars);
+        let nope = take_input(&flow, 0, "nope", &mut vars, true);
         assert_eq!(nope.replies, started.replies[1..], "the rating is asked again, buttons and all");
         assert_eq!(nope.position, waiting_at(0));
         assert!(nope.trace.contains(&"re-asking step rating".to_string()));
         assert!(vars.is_empty());
 
-        let good = take_input(&flow, 0, "GOOD", &mut vars);
+        let good = take_input(&flow, 0, "GOOD", &mut vars, true);
         assert_eq!(vars["rating"], json!("good"));
         assert_eq!(texts(&good), ["Any additional comments?"]);
         assert!(good.replies[0].buttons.is_empty());
         assert_eq!(good.position, waiting_at(1));
 
-        let comment = take_input(&flow, 1, "  great service ", &mut vars);
+        let comment = take_input(&flow, 1, "  great service ", &mut vars, true);
         assert_eq!(vars["comment"], json!("great service"));
         assert_eq!(texts(&comment), ["Connecting you with our team..."], "no completion message after a transfer");
         assert_eq!(
@@ -859,10 +891,10 @@ mod tests {
             step("greet", StepType::Text, "Nice to meet you, {{name}}!"),
         ]);
         let mut vars = Map::new();
-        let started = start(&flow, None, &mut vars);
+        let started = start(&flow, None, &mut vars, true);
         assert_eq!(texts(&started), ["Your name?"]);
 
-        let done = take_input(&flow, 0, "Ada", &mut vars);
+        let done = take_input(&flow, 0, "Ada", &mut vars, true);
         assert_eq!(texts(&done), ["Nice to meet you, Ada!", "Done, Ada."]);
         assert!(done.completed);
         assert_eq!(done.position, None);
@@ -873,7 +905,7 @@ mod tests {
     fn a_transfer_without_config_goes_to_the_general_queue() {
         let mut flow = flow(vec![step("handoff", StepType::Transfer, "")]);
         validate(&mut flow).unwrap();
-        let progress = start(&flow, None, &mut Map::new());
+        let progress = start(&flow, None, &mut Map::new(), true);
         assert!(progress.replies.is_empty());
         assert_eq!(progress.transfer, Some(TransferRequest { team_id: None, notes: String::new() }));
     }
@@ -885,7 +917,7 @@ mod tests {
         validate(&mut flow).unwrap();
         let mut vars = Map::from_iter([("order_id".to_string(), json!("42")), ("token".to_string(), json!("t0k"))]);
 
-        let started = start(&flow, None, &mut vars);
+        let started = start(&flow, None, &mut vars, true);
         assert_eq!(texts(&started), ["Let me check."]);
         assert_eq!(started.position, Some(Position { step: 0, waiting: Waiting::Fetch }));
         assert_eq!(
@@ -900,7 +932,7 @@ mod tests {
         );
 
         let answer = json!({"order": {"status": "shipped"}});
-        let done = take_fetch(&flow, 0, FetchOutcome::Json(answer.clone()), &mut vars, "fallback");
+        let done = take_fetch(&flow, 0, FetchOutcome::Json(answer.clone()), &mut vars, "fallback", true);
         assert_eq!(vars["status"], json!("shipped"));
         assert!(!vars.contains_key("eta"), "a missing pointer leaves the variable unset");
         assert_eq!(vars["everything"], answer);
@@ -916,7 +948,7 @@ mod tests {
         fetch.store_as = Some("reply".into());
         let flow = flow(vec![fetch]);
         let mut vars = Map::new();
-        let done = take_fetch(&flow, 0, FetchOutcome::Json(json!({"order": {"status": "late"}})), &mut vars, "");
+        let done = take_fetch(&flow, 0, FetchOutcome::Json(json!({"order": {"status": "late"}})), &mut vars, "", true);
         assert_eq!(texts(&done), ["Your order is late."]);
         assert_eq!(done.position, waiting_at(0));
     }
@@ -926,7 +958,7 @@ mod tests {
         let flow =
             flow(vec![fetch_step("Sorry, order {{order_id}} cannot be found."), step("next", StepType::Text, "x")]);
         let mut vars = Map::from_iter([("order_id".to_string(), json!(7))]);
-        let failed = take_fetch(&flow, 0, FetchOutcome::Failed("timeout".into()), &mut vars, "fallback");
+        let failed = take_fetch(&flow, 0, FetchOutcome::Failed("timeout".into()), &mut vars, "fallback", true);
         assert_eq!(texts(&failed), ["Sorry, order 7 cannot be found."]);
         assert_eq!(failed.position, None);
         assert!(!failed.completed);
@@ -936,7 +968,8 @@ mod tests {
     #[test]
     fn a_failed_api_call_without_on_error_sends_the_fallback() {
         let flow = flow(vec![fetch_step("  ")]);
-        let failed = take_fetch(&flow, 0, FetchOutcome::Failed("502".into()), &mut Map::new(), "Sorry, try later.");
+        let failed =
+            take_fetch(&flow, 0, FetchOutcome::Failed("502".into()), &mut Map::new(), "Sorry, try later.", true);
         assert_eq!(texts(&failed), ["Sorry, try later."]);
         assert_eq!(failed.position, None);
         assert!(!failed.completed);
@@ -954,7 +987,7 @@ mod tests {
             ..step("form", StepType::WhatsappFlow, "Please fill in the form, {{name}}")
         }]);
         let mut vars = Map::from_iter([("name".to_string(), json!("Ada"))]);
-        let progress = start(&flow, None, &mut vars);
+        let progress = start(&flow, None, &mut vars, true);
         assert_eq!(
             progress.replies,
             [ReplyDraft {
@@ -974,14 +1007,14 @@ mod tests {
         let flow = flow(vec![asking("age", InputType::Number, "age")]);
         let mut vars = Map::new();
         for bad in ["abc", "", "NaN", "inf", "1e999", "12 years"] {
-            let again = take_input(&flow, 0, bad, &mut vars);
+            let again = take_input(&flow, 0, bad, &mut vars, true);
             assert_eq!(texts(&again), ["Your age?"], "{bad:?}");
             assert_eq!(again.position, waiting_at(0));
         }
         assert!(vars.is_empty());
-        take_input(&flow, 0, " 42 ", &mut vars);
+        take_input(&flow, 0, " 42 ", &mut vars, true);
         assert_eq!(vars["age"], json!(42));
-        take_input(&flow, 0, "3.5", &mut vars);
+        take_input(&flow, 0, "3.5", &mut vars, true);
         assert_eq!(vars["age"], json!(3.5));
     }
 
@@ -990,9 +1023,9 @@ mod tests {
         let flow = flow(vec![asking("email", InputType::Email, "email")]);
         let mut vars = Map::new();
         for bad in ["ada", "ada@example", "@example.com", "ada@@example.com", "a da@example.com", "ada@example..com"] {
-            assert_eq!(take_input(&flow, 0, bad, &mut vars).position, waiting_at(0), "{bad:?}");
+            assert_eq!(take_input(&flow, 0, bad, &mut vars, true).position, waiting_at(0), "{bad:?}");
         }
-        let done = take_input(&flow, 0, " ada@example.com ", &mut vars);
+        let done = take_input(&flow, 0, " ada@example.com ", &mut vars, true);
         assert_eq!(vars["email"], json!("ada@example.com"));
         assert!(done.completed);
     }
@@ -1000,13 +1033,13 @@ mod tests {
     #[test]
     fn an_empty_text_answer_is_asked_again() {
         let flow = flow(vec![asking("name", InputType::Text, "name")]);
-        assert_eq!(take_input(&flow, 0, "   ", &mut Map::new()).position, waiting_at(0));
+        assert_eq!(take_input(&flow, 0, "   ", &mut Map::new(), true).position, waiting_at(0));
     }
 
     #[test]
     fn text_steps_without_input_run_straight_through() {
         let flow = flow(vec![step("a", StepType::Text, "one"), step("b", StepType::Text, "two")]);
-        let progress = start(&flow, None, &mut Map::new());
+        let progress = start(&flow, None, &mut Map::new(), true);
         assert_eq!(texts(&progress), ["one", "two", "Done, ."]);
         assert!(progress.completed);
     }
@@ -1015,18 +1048,18 @@ mod tests {
     fn starting_at_a_step_skips_the_initial_message() {
         let mut flow = feedback_flow();
         flow.initial_message = "Hello".into();
-        let progress = start(&flow, Some(1), &mut Map::new());
+        let progress = start(&flow, Some(1), &mut Map::new(), true);
         assert_eq!(texts(&progress), ["Any additional comments?"]);
         assert_eq!(progress.position, waiting_at(1));
-        assert_eq!(start(&flow, Some(9), &mut Map::new()).position, None);
+        assert_eq!(start(&flow, Some(9), &mut Map::new(), true).position, None);
     }
 
     #[test]
     fn a_step_that_no_longer_exists_ends_the_flow() {
         let flow = feedback_flow();
-        let progress = take_input(&flow, 3, "good", &mut Map::new());
-        assert_eq!(progress, Progress { trace: progress.trace.clone(), ..Progress::default() });
-        let progress = take_fetch(&flow, 99, FetchOutcome::Json(json!({})), &mut Map::new(), "x");
+        let progress = take_input(&flow, 3, "good", &mut Map::new(), true);
+        assert_eq!(progress, Progress { trace: progress.trace.clone(), ..Progress::new(true) });
+        let progress = take_fetch(&flow, 99, FetchOutcome::Json(json!({})), &mut Map::new(), "x", true);
         assert_eq!(progress.position, None);
         assert!(progress.replies.is_empty());
     }
@@ -1226,9 +1259,30 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_driven_without_a_trace_answers_the_same_and_writes_no_line() {
+        let flow = feedback_flow();
+        let drive = |explain| {
+            let mut vars = Map::new();
+            let started = start(&flow, None, &mut vars, explain);
+            let nope = take_input(&flow, 0, "nope", &mut vars, explain);
+            let good = take_input(&flow, 0, "GOOD", &mut vars, explain);
+            (vec![started, nope, good], vars)
+        };
+        let (explained, explained_vars) = drive(true);
+        let (quiet, quiet_vars) = drive(false);
+        assert!(explained.iter().all(|p| !p.trace.is_empty()), "every step explains itself: {explained:?}");
+        assert!(quiet.iter().all(|p| p.trace.is_empty()), "{quiet:?}");
+        for (explained, quiet) in explained.iter().zip(&quiet) {
+            assert_eq!((&explained.replies, &explained.position), (&quiet.replies, &quiet.position));
+            assert_eq!((&explained.transfer, explained.completed), (&quiet.transfer, quiet.completed));
+        }
+        assert_eq!(explained_vars, quiet_vars);
+    }
+
+    #[test]
     fn trace_quotes_long_input_shortly() {
-        assert_eq!(quote("hi"), "'hi'");
-        assert_eq!(quote(&"x".repeat(100)), format!("'{}…'", "x".repeat(TRACE_INPUT_CHARS)));
+        assert_eq!(quote("hi").to_string(), "'hi'");
+        assert_eq!(quote(&"x".repeat(100)).to_string(), format!("'{}…'", "x".repeat(TRACE_INPUT_CHARS)));
     }
 
     fn step_strategy() -> impl Strategy<Value = FlowStep> {
@@ -1356,17 +1410,17 @@ mod tests {
     /// Drives `flow` with `events`, restarting it whenever it ends.
     fn drive(flow: &Flow, events: &[(String, Option<FetchOutcome>)]) -> Result<(), TestCaseError> {
         let mut vars = Map::new();
-        let mut progress = start(flow, None, &mut vars);
+        let mut progress = start(flow, None, &mut vars, true);
         check(flow, &progress)?;
         for (input, outcome) in events {
             progress = match (progress.position, outcome) {
-                (None, _) => start(flow, None, &mut vars),
-                (Some(Position { step, waiting: Waiting::Input }), _) => take_input(flow, step, input, &mut vars),
+                (None, _) => start(flow, None, &mut vars, true),
+                (Some(Position { step, waiting: Waiting::Input }), _) => take_input(flow, step, input, &mut vars, true),
                 (Some(Position { step, waiting: Waiting::Fetch }), Some(outcome)) => {
-                    take_fetch(flow, step, outcome.clone(), &mut vars, "fallback")
+                    take_fetch(flow, step, outcome.clone(), &mut vars, "fallback", true)
                 }
                 (Some(Position { step, waiting: Waiting::Fetch }), None) => {
-                    take_fetch(flow, step, FetchOutcome::Failed("timeout".into()), &mut vars, "")
+                    take_fetch(flow, step, FetchOutcome::Failed("timeout".into()), &mut vars, "", true)
                 }
             };
             check(flow, &progress)?;
@@ -1392,9 +1446,9 @@ mod tests {
             }
             // The caller may hold a stale position: any index is handled.
             let mut vars = Map::new();
-            check(&flow, &take_input(&flow, stray, &input, &mut vars))?;
-            check(&flow, &take_fetch(&flow, stray, FetchOutcome::Json(json!(null)), &mut vars, ""))?;
-            check(&flow, &start(&flow, Some(stray), &mut vars))?;
+            check(&flow, &take_input(&flow, stray, &input, &mut vars, true))?;
+            check(&flow, &take_fetch(&flow, stray, FetchOutcome::Json(json!(null)), &mut vars, "", true))?;
+            check(&flow, &start(&flow, Some(stray), &mut vars, true))?;
         }
 
         #[test]
