@@ -8,7 +8,9 @@
 //! `LOAD_CONNECTIONS` (64), `LOAD_CONVERSATIONS` (10000), `LOAD_RATE` (open loop, msgs/s;
 //! unset = closed loop), `LOAD_FSYNC=0` (measure without durability), `LOAD_CLEANING_MS`
 //! (`storage.segment_cleaning_ms`; 0 = sled's segment cleaning off), `LOAD_CACHE_MIB`
-//! (`storage.cache_capacity_bytes` in MiB).
+//! (`storage.cache_capacity_bytes` in MiB), `LOAD_WORKERS` and `LOAD_ARBITERS` (baton's
+//! threads; default its own), `LOAD_BARE_WORKERS` (the bare handler's; default actix's own, one
+//! per core).
 //! `cargo bench --bench load -- --test` runs a tiny version as a smoke test.
 //! `benches/curves.sh` runs it across connections, conversations and open-loop rates.
 //!
@@ -48,9 +50,12 @@ struct Options {
     conversations: usize,
     rate: Option<f64>,
     fsync: bool,
-    /// baton's HTTP workers and arbiters (`LOAD_WORKERS`, `LOAD_ARBITERS`; default one per core).
+    /// baton's HTTP workers and arbiters (`LOAD_WORKERS`, `LOAD_ARBITERS`; default baton's own,
+    /// half the cores each).
     server_workers: Option<usize>,
     arbiters: Option<usize>,
+    /// The bare handler's HTTP workers (`LOAD_BARE_WORKERS`; default actix's, one per core).
+    bare_workers: Option<usize>,
     /// `storage.segment_cleaning_ms` (`LOAD_CLEANING_MS`; default baton's, 0 = off).
     cleaning_ms: Option<u64>,
     /// sled's cache, MiB (`LOAD_CACHE_MIB`; default baton's).
@@ -72,6 +77,7 @@ impl Options {
             fsync: var("LOAD_FSYNC").is_none_or(|v| v.trim() != "0"),
             server_workers: optional("LOAD_WORKERS")?.map(|n| n as usize),
             arbiters: optional("LOAD_ARBITERS")?.map(|n| n as usize),
+            bare_workers: optional("LOAD_BARE_WORKERS")?.map(|n| n as usize),
             cleaning_ms: optional("LOAD_CLEANING_MS")?.map(|n| n as u64),
             cache_mib: optional("LOAD_CACHE_MIB")?.map(|n| n as u64),
             smoke,
@@ -98,7 +104,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut settings = Settings::defaults();
     settings.server.addr = "127.0.0.1:0".parse()?;
-    settings.server.workers = options.server_workers.unwrap_or(workers);
+    settings.server.workers = options.server_workers.unwrap_or(0);
     settings.actors.arbiters = options.arbiters.unwrap_or(0);
     settings.storage.data_dir = data_dir.path().to_path_buf();
     settings.storage.fsync = options.fsync;
@@ -111,7 +117,8 @@ fn main() -> anyhow::Result<()> {
     // The logging `baton serve` installs, at its level: spans and events cost what they cost there.
     baton::telemetry::init(&settings.log.level);
     let baton = BatonServer::start(settings)?;
-    let bare = BareServer::start(workers)?;
+    let bare_workers = options.bare_workers.unwrap_or(workers);
+    let bare = BareServer::start(bare_workers)?;
 
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -124,7 +131,15 @@ fn main() -> anyhow::Result<()> {
     baton.stop();
     let (baton_run, bare_run) = measured?;
 
-    print_results(&options, workers, &baton_run, &bare_run, &commit);
+    let threads = Threads {
+        baton_workers: options
+            .server_workers
+            .filter(|&n| n > 0)
+            .unwrap_or_else(baton_actors::registry::threads_per_role),
+        baton_arbiters: options.arbiters.filter(|&n| n > 0).unwrap_or_else(baton_actors::registry::threads_per_role),
+        bare_workers,
+    };
+    print_results(&options, &threads, &baton_run, &bare_run, &commit);
     Ok(())
 }
 
@@ -366,7 +381,14 @@ impl CommitFigures {
     }
 }
 
-fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Measured, commit: &CommitFigures) {
+/// The servers' thread counts, as run.
+struct Threads {
+    baton_workers: usize,
+    baton_arbiters: usize,
+    bare_workers: usize,
+}
+
+fn print_results(options: &Options, threads: &Threads, baton: &Measured, bare: &Measured, commit: &CommitFigures) {
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
     let ratio = if bare.report.throughput > 0.0 { baton.report.throughput / bare.report.throughput } else { 0.0 };
     let mode = match options.rate {
@@ -375,11 +397,15 @@ fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Mea
     };
     println!();
     println!(
-        "HTTP load: {} connections, {} conversations, {:.1} s per target, {mode}, fsync {}, {workers} HTTP workers each",
+        "HTTP load: {} connections, {} conversations, {:.1} s per target, {mode}, fsync {}; baton {} HTTP workers \
+         and {} arbiters, the bare handler {} HTTP workers",
         options.connections,
         options.conversations,
         options.secs,
         if options.fsync { "on" } else { "off" },
+        threads.baton_workers,
+        threads.baton_arbiters,
+        threads.bare_workers,
     );
     println!(
         "{:<8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>18} {:>12}",
@@ -436,7 +462,11 @@ fn print_results(options: &Options, workers: usize, baton: &Measured, bare: &Mea
         "secs": options.secs,
         "rate": options.rate,
         "fsync": options.fsync,
-        "workers": workers,
+        "threads": {
+            "baton_workers": threads.baton_workers,
+            "baton_arbiters": threads.baton_arbiters,
+            "bare_workers": threads.bare_workers,
+        },
         "baton": with_usage(&baton.report, &baton.usage),
         "bare": with_usage(&bare.report, &bare.usage),
         "ratio": (ratio * 1e4).round() / 1e4,

@@ -258,7 +258,6 @@ fn main() -> anyhow::Result<()> {
 
     let mut settings = Settings::defaults();
     settings.server.addr = "127.0.0.1:0".parse()?;
-    settings.server.workers = workers;
     settings.storage.data_dir = data_dir.path().to_path_buf();
     settings.storage.fsync = true;
     settings.webhooks.allow_private_networks = true;
@@ -322,7 +321,7 @@ fn main() -> anyhow::Result<()> {
     let passed = verified_live.passed() && verified_after_restart.passed() && run.memory_flat() != Some(false);
     print_results(
         &options,
-        workers,
+        baton_actors::registry::threads_per_role(),
         cache_mib,
         disk_mib,
         restart_secs,

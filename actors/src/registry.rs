@@ -1,7 +1,8 @@
 //! The registry: which actor owns which conversation.
 //!
-//! Conversations are spread over one actix Arbiter per core by a hash of their id, so every
-//! core works and one conversation always runs on the same thread. Each conversation's
+//! Conversations are spread over the arbiters (by default half the cores, see
+//! [`threads_per_role`]) by a hash of their id, so one conversation always runs on the same
+//! thread. Each conversation's
 //! mailbox is bounded by counting requests in flight: a full one answers
 //! [`ConversationError::Overloaded`] at once instead of queueing without limit.
 //!
@@ -31,10 +32,18 @@ const SEND_ATTEMPTS: usize = 4;
 /// Actors asked to finish their mailbox at once when the registry drains.
 const DRAIN_CONCURRENCY: usize = 1024;
 
+/// Threads for each of the two busy roles, HTTP workers and arbiters, unless configured: half
+/// the cores, at least one. The two roles then have a core per thread between them; with a
+/// thread per core for each, twice as many threads took turns on the cores, and on 2 cores
+/// every handled message cost about a sixth more CPU (BENCHMARKS.md, "Session 14").
+pub fn threads_per_role() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// Registry settings.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
-    /// Arbiter threads; 0 means one per core.
+    /// Arbiter threads; 0 means [`threads_per_role`].
     pub arbiters: usize,
     /// Requests that may wait for one conversation before it answers "overloaded".
     pub mailbox_capacity: usize,
@@ -121,11 +130,7 @@ impl Registry {
         if let Some(text) = &panic_on_text {
             tracing::warn!(text = %text, "test fault injection is on: messages with this text panic");
         }
-        let count = if config.arbiters == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            config.arbiters
-        };
+        let count = if config.arbiters == 0 { threads_per_role() } else { config.arbiters };
         let owned: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
         let arbiters = owned.iter().map(|a| a.handle()).collect();
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
