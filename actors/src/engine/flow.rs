@@ -409,7 +409,7 @@ impl Progress {
 
 /// Starts `flow`: sends `initial_message` (rendered, when not blank and `at_step` is `None`),
 /// then runs from the first step, or from `at_step` (a flow ends at once when that step does
-/// not exist).
+/// not exist). With `explain`, every decision is also written to the returned `trace`.
 pub fn start(flow: &Flow, at_step: Option<usize>, vars: &mut Map<String, Value>, explain: bool) -> Progress {
     let mut progress = Progress::new(explain);
     progress.note(format_args!("started flow {}", flow.name));
@@ -431,7 +431,7 @@ pub fn start(flow: &Flow, at_step: Option<usize>, vars: &mut Map<String, Value>,
 
 /// The step at `step`, waiting for input, takes `input`. An answer the step cannot accept
 /// re-sends the step's message and keeps waiting; an accepted one is stored under `store_as`
-/// and the flow goes on.
+/// and the flow goes on. `explain` as for [`start`].
 pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, Value>, explain: bool) -> Progress {
     let mut progress = Progress::new(explain);
     let Some(current) = flow.steps.get(step) else {
@@ -502,7 +502,7 @@ pub fn take_input(flow: &Flow, step: usize, input: &str, vars: &mut Map<String, 
 /// The `api_fetch` step at `step` gets its outcome. An answer fills the step's mapped
 /// variables (a pointer missing from the answer leaves its variable as it was) and the flow
 /// goes on with the step's message; a failure sends `on_error`, or `fallback` (the chatbot's
-/// fallback message) when that is blank, and ends the flow.
+/// fallback message) when that is blank, and ends the flow. `explain` as for [`start`].
 pub fn take_fetch(
     flow: &Flow,
     step: usize,
