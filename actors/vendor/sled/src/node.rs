@@ -600,7 +600,8 @@ impl Node {
         let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
             2
         } else if self.data.is_index() {
-            256
+            // baton: 64 children, not 256 (PATCHES.md)
+            64
         } else {
             16
         };
@@ -615,7 +616,8 @@ impl Node {
         let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
             1
         } else if self.data.is_index() {
-            64
+            // baton: 16, not 64, below the split threshold's halves (PATCHES.md)
+            16
         } else {
             4
         };
