@@ -38,6 +38,33 @@ impl Node {
         }
     }
 
+    /// baton: a copy whose leaf has room for one more entry, for `PageCache::link`, which
+    /// applies a link to a copy of the node: a derived clone has no spare capacity, so a
+    /// `Set` of a new key reallocated both of the leaf's vectors right after copying them.
+    pub(crate) fn clone_with_room(&self) -> Node {
+        fn with_room(items: &[IVec]) -> Vec<IVec> {
+            let mut copy = Vec::with_capacity(items.len() + 1);
+            copy.extend(items.iter().cloned());
+            copy
+        }
+        let data = match &self.data {
+            Data::Leaf(leaf) => Data::Leaf(Leaf {
+                keys: with_room(&leaf.keys),
+                values: with_room(&leaf.values),
+            }),
+            Data::Index(index) => Data::Index(index.clone()),
+        };
+        Node {
+            prefix_len: self.prefix_len,
+            next: self.next,
+            merging_child: self.merging_child,
+            merging: self.merging,
+            lo: self.lo.clone(),
+            hi: self.hi.clone(),
+            data,
+        }
+    }
+
     pub(crate) fn rss(&self) -> u64 {
         std::mem::size_of::<Node>() as u64
             + self.lo.len() as u64

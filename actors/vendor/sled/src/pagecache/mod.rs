@@ -1120,7 +1120,8 @@ impl PageCache {
             }
         }
 
-        let mut node: Node = old.as_node().clone();
+        // baton: with room for the entry a `Set` adds (PATCHES.md)
+        let mut node: Node = old.as_node().clone_with_room();
         node.apply(&new);
 
         // see if we should short-circuit replace
