@@ -104,8 +104,11 @@ fn main() -> anyhow::Result<()> {
 
     let mut settings = Settings::defaults();
     settings.server.addr = "127.0.0.1:0".parse()?;
-    settings.server.workers = options.server_workers.unwrap_or(0);
-    settings.actors.arbiters = options.arbiters.unwrap_or(0);
+    let threads_or_default = baton_actors::registry::threads_or_default;
+    let (baton_workers, baton_arbiters) =
+        (threads_or_default(options.server_workers.unwrap_or(0)), threads_or_default(options.arbiters.unwrap_or(0)));
+    settings.server.workers = baton_workers;
+    settings.actors.arbiters = baton_arbiters;
     settings.storage.data_dir = data_dir.path().to_path_buf();
     settings.storage.fsync = options.fsync;
     if let Some(ms) = options.cleaning_ms {
@@ -131,14 +134,7 @@ fn main() -> anyhow::Result<()> {
     baton.stop();
     let (baton_run, bare_run) = measured?;
 
-    let threads = Threads {
-        baton_workers: options
-            .server_workers
-            .filter(|&n| n > 0)
-            .unwrap_or_else(baton_actors::registry::threads_per_role),
-        baton_arbiters: options.arbiters.filter(|&n| n > 0).unwrap_or_else(baton_actors::registry::threads_per_role),
-        bare_workers,
-    };
+    let threads = Threads { baton_workers, baton_arbiters, bare_workers };
     print_results(&options, &threads, &baton_run, &bare_run, &commit);
     Ok(())
 }

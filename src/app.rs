@@ -166,10 +166,7 @@ impl Application {
         .client_disconnect_timeout(Duration::from_millis(settings.server.client_disconnect_timeout_ms))
         .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
-        server = server.workers(match settings.server.workers {
-            0 => baton_actors::registry::threads_per_role(),
-            workers => workers,
-        });
+        server = server.workers(baton_actors::registry::threads_or_default(settings.server.workers));
         let sweeper = spawn_dedupe_sweeper(state.store.clone(), settings.storage.dedupe_retention_secs);
         let retention_sweepers = spawn_retention_sweepers(&state.store, &settings.storage);
         Ok(Self { port, server: server.run(), state, bootstrap_key, webhook_arbiter, sweeper, retention_sweepers })

@@ -40,6 +40,15 @@ pub fn threads_per_role() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+/// A configured thread count (`server.workers`, `actors.arbiters`): 0 means [`threads_per_role`].
+pub fn threads_or_default(configured: usize) -> usize {
+    if configured == 0 {
+        threads_per_role()
+    } else {
+        configured
+    }
+}
+
 /// Registry settings.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -130,7 +139,7 @@ impl Registry {
         if let Some(text) = &panic_on_text {
             tracing::warn!(text = %text, "test fault injection is on: messages with this text panic");
         }
-        let count = if config.arbiters == 0 { threads_per_role() } else { config.arbiters };
+        let count = threads_or_default(config.arbiters);
         let owned: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
         let arbiters = owned.iter().map(|a| a.handle()).collect();
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
