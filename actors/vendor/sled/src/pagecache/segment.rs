@@ -634,16 +634,37 @@ impl SegmentAccountant {
             }
         }
 
-        for segment_base in to_free {
+        for &segment_base in &to_free {
             self.free_segment(segment_base)?;
+        }
+
+        // we want to complete all truncations because
+        // they could cause calls to `next` to block.
+        //
+        // baton: before the free segments are cleared, not after: a free segment at the end
+        // of the file is truncated away, and clearing it while the truncation ran either
+        // raced it or wrote the segment back.
+        for (_, promise) in self.async_truncations.split_off(&0) {
+            promise.wait().expect("threadpool should not crash")?;
+        }
+
+        for segment_base in to_free {
             // baton: only a segment whose header is still valid is overwritten. Recovery reads
             // no segment without a valid header, and one that was overwritten at an earlier
-            // start (or never written) needs it no more than a segment freed while running,
-            // which sled reuses without zeroing. Overwriting every free segment at every start
-            // wrote hundreds of MiB per start on a large store.
+            // start (or never written, or truncated away, so past the end of the file) needs
+            // it no more than a segment freed while running, which sled reuses without
+            // zeroing. Overwriting every free segment at every start wrote hundreds of MiB
+            // per start on a large store.
             let header_valid =
-                read_segment_header(&self.config.file, segment_base)
-                    .map_or(true, |header| header.ok);
+                match read_segment_header(&self.config.file, segment_base) {
+                    Ok(header) => header.ok,
+                    Err(Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        false
+                    }
+                    Err(_) => true,
+                };
             if !header_valid {
                 continue;
             }
@@ -653,12 +674,6 @@ impl SegmentAccountant {
                 &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
                 segment_base,
             )?;
-        }
-
-        // we want to complete all truncations because
-        // they could cause calls to `next` to block.
-        for (_, promise) in self.async_truncations.split_off(&0) {
-            promise.wait().expect("threadpool should not crash")?;
         }
 
         for (idx, segment_lsn) in maybe_clean {
