@@ -26,6 +26,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The text every generated message carries.
 pub const MESSAGE_TEXT: &str = "hello";
 
+/// In open loop, the pacer's shortest sleep: requests due closer together than this are
+/// released together, each at most this late. (tokio's timers tick once a millisecond, so a
+/// request that slept on one left up to a millisecond after its time, and that lateness was
+/// counted as the server's latency.)
+const PACE: Duration = Duration::from_micros(200);
+
 /// What to send, where, and for how long.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -200,14 +206,53 @@ pub async fn run_with_progress(config: &LoadConfig, progress: Arc<Progress>) -> 
         messages: config.messages,
         rate: config.rate,
         next: AtomicU64::new(0),
+        due_now: tokio::sync::Semaphore::new(0),
         progress,
     });
+    let pacer = match plan.rate {
+        Some(_) => {
+            let (plan, tasks) = (Arc::clone(&plan), config.connections);
+            let thread = std::thread::Builder::new().name("load-pacer".into()).spawn(move || pace(&plan, tasks));
+            Some(thread.context("could not start the open loop's pacer thread")?)
+        }
+        None => None,
+    };
     let workers: Vec<_> = (0..config.connections).map(|_| tokio::spawn(send_until_done(Arc::clone(&plan)))).collect();
     let mut total = Tally::default();
     for worker in workers {
         total.merge(worker.await.context("a load task panicked")?);
     }
+    if let Some(pacer) = pacer {
+        pacer.join().map_err(|_| anyhow::anyhow!("the open loop's pacer panicked"))?;
+    }
     Ok(total.report(start.elapsed()))
+}
+
+/// The open loop's clock, on its own thread: adds a permit to `plan.due_now` as each request
+/// falls due, sleeping on the system's precise timer in between (at least [`PACE`]). After
+/// the last request it adds one more permit per task, so that every task takes a number past
+/// the end and stops.
+fn pace(plan: &Plan, tasks: usize) {
+    let mut released = 0;
+    loop {
+        let now = Instant::now();
+        let mut due = 0;
+        let next = loop {
+            match plan.due(released + due, now) {
+                Some(at) if at <= now => due += 1,
+                next => break next,
+            }
+        };
+        released += due;
+        plan.due_now.add_permits(due as usize);
+        match next {
+            Some(at) => std::thread::sleep(at.saturating_duration_since(Instant::now()).max(PACE)),
+            None => {
+                plan.due_now.add_permits(tasks);
+                return;
+            }
+        }
+    }
 }
 
 /// What all workers share: the client, the schedule and the next request number.
@@ -224,6 +269,9 @@ struct Plan {
     rate: Option<f64>,
     /// The number of the next request; each number is taken once.
     next: AtomicU64,
+    /// In open loop, one permit per request that is due ([`pace`]); a task takes one before
+    /// it takes a number.
+    due_now: tokio::sync::Semaphore,
     progress: Arc<Progress>,
 }
 
@@ -252,15 +300,19 @@ fn handle_body(run_id: &str, n: u64, conversations: u64) -> String {
     )
 }
 
-/// One connection's loop: take the next request number, wait for its time, send, record.
+/// One connection's loop: in open loop wait until a request is due; take the next request
+/// number, send, record.
 async fn send_until_done(plan: Arc<Plan>) -> Tally {
     let mut tally = Tally::default();
     loop {
+        if plan.rate.is_some() {
+            match plan.due_now.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
+        }
         let n = plan.next.fetch_add(1, Ordering::Relaxed);
         let Some(due) = plan.due(n, Instant::now()) else { break };
-        if plan.rate.is_some() {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-        }
         let body = handle_body(&plan.run_id, n, plan.conversations);
         tally.sent += 1;
         plan.progress.sent.fetch_add(1, Ordering::Relaxed);
@@ -589,12 +641,49 @@ mod tests {
             messages: None,
             rate: Some(100.0),
             next: AtomicU64::new(0),
+            due_now: tokio::sync::Semaphore::new(0),
             progress: Arc::new(Progress::default()),
         };
         let later = start + Duration::from_secs(5);
         assert_eq!(plan.due(0, later), Some(start));
         assert_eq!(plan.due(50, later), Some(start + Duration::from_millis(500)));
         assert_eq!(plan.due(100, later), None);
+    }
+
+    #[test]
+    fn the_pacer_releases_each_request_once_it_is_due_and_then_one_stop_per_task() {
+        let start = Instant::now();
+        let plan = Arc::new(Plan {
+            client: reqwest::Client::new(),
+            endpoint: String::new(),
+            run_id: String::new(),
+            conversations: 1,
+            start,
+            deadline: Some(start + Duration::from_millis(100)),
+            messages: None,
+            rate: Some(2_000.0),
+            next: AtomicU64::new(0),
+            due_now: tokio::sync::Semaphore::new(0),
+            progress: Arc::new(Progress::default()),
+        });
+        let due_by = |now: Instant| (0..200).filter(|&n| plan.due(n, now).is_some_and(|at| at <= now)).count();
+
+        let pacer = {
+            let plan = Arc::clone(&plan);
+            std::thread::spawn(move || pace(&plan, 3))
+        };
+        let mut looked = 0;
+        while !pacer.is_finished() {
+            let released = plan.due_now.available_permits();
+            let due = due_by(Instant::now());
+            assert!(released.min(200) <= due, "{released} released when {due} were due");
+            looked += 1;
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        pacer.join().expect("the pacer ends with the schedule");
+
+        assert!(looked > 10, "the pacer ran while it was watched ({looked} looks)");
+        assert_eq!(plan.due_now.available_permits(), 200 + 3, "every request of the 100 ms, then a stop per task");
     }
 
     #[test]

@@ -476,6 +476,29 @@ async fn baton_load_drives_a_server_and_reports_what_it_measured() {
 }
 
 #[tokio::test]
+async fn baton_load_at_a_fixed_rate_sends_the_schedule_of_its_duration() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ServerProcess::start(dir.path()).await;
+    let key = server.printed_key();
+
+    // Act: open loop, 300 messages a second for one second.
+    let output = baton()
+        .args(["load", "--url", &server.address, "--key", &key, "--rate", "300", "--duration", "1"])
+        .args(["--connections", "4", "--conversations", "10", "--json"])
+        .output()
+        .expect("run baton load");
+
+    // Assert: exactly the requests due within the second were sent, and all were answered.
+    assert!(output.status.success(), "baton load failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("a JSON summary");
+    assert_eq!(report["sent"], 300, "{report}");
+    assert_eq!(report["ok"], 300, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+}
+
+#[tokio::test]
 async fn baton_load_ends_when_its_duration_ends_not_at_the_next_progress_line() {
     // Arrange: a server; off a terminal, `baton load` prints progress every 5 s.
     let dir = tempfile::tempdir().expect("temp dir");
