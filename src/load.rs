@@ -2,10 +2,11 @@
 //!
 //! [`run`] sends provider-style messages spread round-robin over many conversations, either
 //! closed loop (each of `connections` tasks sends its next request as soon as the previous one
-//! answered) or open loop at a fixed `rate`. In open loop each request has a scheduled send time
-//! and its latency is measured from that time, not from when it actually left: a stalled server
-//! then shows up as latency of the requests that had to wait, instead of silently lowering the
-//! send rate (the "coordinated omission" that closed-loop tools suffer from).
+//! answered) or open loop at a fixed `rate`. In open loop each request has a scheduled send time,
+//! a pacer thread releases it within [`PACE`] of that time, and its latency is measured from
+//! that time, not from when it actually left: a stalled server then shows up as latency of the
+//! requests that had to wait, instead of silently lowering the send rate (the "coordinated
+//! omission" that closed-loop tools suffer from).
 //!
 //! Latencies go into a [`Histogram`] with logarithmic buckets (at most 1/64 relative error),
 //! so long runs take constant memory. The library backs `benches/load.rs` and is meant to back
