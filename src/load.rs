@@ -3,7 +3,7 @@
 //! [`run`] sends provider-style messages spread round-robin over many conversations, either
 //! closed loop (each of `connections` tasks sends its next request as soon as the previous one
 //! answered) or open loop at a fixed `rate`. In open loop each request has a scheduled send time,
-//! a pacer thread releases it within [`PACE`] of that time, and its latency is measured from
+//! a pacer thread releases it within 0.2 ms of that time, and its latency is measured from
 //! that time, not from when it actually left: a stalled server then shows up as latency of the
 //! requests that had to wait, instead of silently lowering the send rate (the "coordinated
 //! omission" that closed-loop tools suffer from).
