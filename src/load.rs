@@ -629,22 +629,28 @@ mod tests {
         assert_eq!(bodies[0]["message"]["text"], MESSAGE_TEXT);
     }
 
-    #[test]
-    fn open_loop_requests_are_due_at_fixed_intervals_until_the_deadline() {
+    /// An open loop of `rate` requests a second for `run`, starting now.
+    fn open_loop(rate: f64, run: Duration) -> Plan {
         let start = Instant::now();
-        let plan = Plan {
+        Plan {
             client: reqwest::Client::new(),
             endpoint: String::new(),
             run_id: String::new(),
             conversations: 1,
             start,
-            deadline: Some(start + Duration::from_secs(1)),
+            deadline: Some(start + run),
             messages: None,
-            rate: Some(100.0),
+            rate: Some(rate),
             next: AtomicU64::new(0),
             due_now: tokio::sync::Semaphore::new(0),
             progress: Arc::new(Progress::default()),
-        };
+        }
+    }
+
+    #[test]
+    fn open_loop_requests_are_due_at_fixed_intervals_until_the_deadline() {
+        let plan = open_loop(100.0, Duration::from_secs(1));
+        let start = plan.start;
         let later = start + Duration::from_secs(5);
         assert_eq!(plan.due(0, later), Some(start));
         assert_eq!(plan.due(50, later), Some(start + Duration::from_millis(500)));
@@ -653,20 +659,7 @@ mod tests {
 
     #[test]
     fn the_pacer_releases_each_request_once_it_is_due_and_then_one_stop_per_task() {
-        let start = Instant::now();
-        let plan = Arc::new(Plan {
-            client: reqwest::Client::new(),
-            endpoint: String::new(),
-            run_id: String::new(),
-            conversations: 1,
-            start,
-            deadline: Some(start + Duration::from_millis(100)),
-            messages: None,
-            rate: Some(2_000.0),
-            next: AtomicU64::new(0),
-            due_now: tokio::sync::Semaphore::new(0),
-            progress: Arc::new(Progress::default()),
-        });
+        let plan = Arc::new(open_loop(2_000.0, Duration::from_millis(100)));
         let due_by = |now: Instant| (0..200).filter(|&n| plan.due(n, now).is_some_and(|at| at <= now)).count();
 
         let pacer = {

@@ -435,6 +435,18 @@ async fn help_is_available_for_the_binary_and_serve() {
     assert!(String::from_utf8_lossy(&serve.stdout).contains("--data-dir"), "serve --help lists --data-dir");
 }
 
+/// `baton load --json` with `args` against `server`, run to its end: its JSON summary.
+fn load_summary(server: &ServerProcess, key: &str, args: &[&str]) -> Value {
+    let output = baton()
+        .args(["load", "--url", &server.address, "--key", key, "--json"])
+        .args(args)
+        .output()
+        .expect("run baton load");
+    assert!(output.status.success(), "baton load failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("a JSON summary")
+}
+
 #[tokio::test]
 async fn baton_load_drives_a_server_and_reports_what_it_measured() {
     // Arrange: a server with its admin key; no chatbot yet (the load command makes one).
@@ -443,16 +455,9 @@ async fn baton_load_drives_a_server_and_reports_what_it_measured() {
     let key = server.printed_key();
 
     // Act
-    let output = baton()
-        .args(["load", "--url", &server.address, "--key", &key, "--messages", "200", "--connections", "4"])
-        .args(["--conversations", "20", "--json"])
-        .output()
-        .expect("run baton load");
+    let report = load_summary(&server, &key, &["--messages", "200", "--connections", "4", "--conversations", "20"]);
 
     // Assert: the JSON summary counts every message as answered, and the server stored them.
-    assert!(output.status.success(), "baton load failed: {}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("a JSON summary");
     assert_eq!(report["sent"], 200, "{report}");
     assert_eq!(report["ok"], 200, "{report}");
     assert!(report["throughput"].as_f64().unwrap_or(0.0) > 0.0, "{report}");
@@ -483,16 +488,10 @@ async fn baton_load_at_a_fixed_rate_sends_the_schedule_of_its_duration() {
     let key = server.printed_key();
 
     // Act: open loop, 300 messages a second for one second.
-    let output = baton()
-        .args(["load", "--url", &server.address, "--key", &key, "--rate", "300", "--duration", "1"])
-        .args(["--connections", "4", "--conversations", "10", "--json"])
-        .output()
-        .expect("run baton load");
+    let args = ["--rate", "300", "--duration", "1", "--connections", "4", "--conversations", "10"];
+    let report = load_summary(&server, &key, &args);
 
     // Assert: exactly the requests due within the second were sent, and all were answered.
-    assert!(output.status.success(), "baton load failed: {}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("a JSON summary");
     assert_eq!(report["sent"], 300, "{report}");
     assert_eq!(report["ok"], 300, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
