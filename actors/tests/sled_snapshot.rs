@@ -35,6 +35,11 @@ fn open(path: &Path) -> sled::Db {
     config(path).open().unwrap()
 }
 
+/// Opens without the periodic flusher, whose segment cleaning writes on its own schedule.
+fn open_without_flusher(path: &Path) -> sled::Db {
+    config(path).flush_every_ms(None).open().unwrap()
+}
+
 fn config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
@@ -168,7 +173,7 @@ fn a_close_without_writes_keeps_the_snapshot_of_the_start() {
 
     // Without the periodic flusher: its segment cleaning moves pages on its own schedule, and
     // a close after such a write rightly records a new snapshot. Here nothing writes at all.
-    let db = config(&path).flush_every_ms(None).open().unwrap();
+    let db = open_without_flusher(&path);
     let started_from = snapshot_lsn(&path);
     drop(db);
     assert_eq!(snapshot_lsn(&path), started_from, "nothing written, no new snapshot");
@@ -196,12 +201,11 @@ fn a_start_does_not_overwrite_free_segments_again() {
     // so it could free one more segment (whose header the next start rightly clears) or
     // write while the start is measured. Neither is the start's own writing.
     let (_dir, path, model) = closed_store(17, 60_000);
-    let without_flusher = || config(&path).flush_every_ms(None).open().unwrap();
-    drop(without_flusher());
+    drop(open_without_flusher(&path));
 
     // Act
     let before = bytes_written();
-    let db = without_flusher();
+    let db = open_without_flusher(&path);
     let written = bytes_written() - before;
 
     // Assert: not a segment's worth (512 KiB) written; sled used to overwrite every free
