@@ -101,6 +101,7 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens everything and binds the listener. Must run inside an actix System.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        set_transparent_huge_pages(settings.server.transparent_huge_pages);
         let data_dir = settings.storage.data_dir.clone();
         let store = open_store(&settings)?;
         let bootstrap_key = bootstrap_admin_key(&store, &data_dir).await?;
@@ -356,6 +357,20 @@ fn spawn_sweeper(
 }
 
 /// Logs each request at debug level (method, path, status, time); free when debug is off.
+/// Lets the kernel back the process's heap with transparent huge pages, or not
+/// (`server.transparent_huge_pages`). mimalloc asks for them on its arenas, and the first touch
+/// of each such page zeroes 2 MiB at once: on a virtual machine that held the conversation
+/// arbiter for milliseconds, with every request waiting behind it. The flag is the process's,
+/// so it also covers whatever else runs in it (the load bench's bare handler).
+fn set_transparent_huge_pages(allowed: bool) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(!allowed) {
+        tracing::warn!(%error, allowed, "could not set whether transparent huge pages back the heap");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = allowed;
+}
+
 async fn log_request(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,

@@ -53,6 +53,8 @@ pub struct ServerSettings {
     /// Time a client has to acknowledge the end of a connection before it is dropped.
     pub client_disconnect_timeout_ms: u64,
     pub shutdown_timeout_secs: u64,
+    /// Whether the kernel may back the process's heap with transparent huge pages (Linux).
+    pub transparent_huge_pages: bool,
 }
 
 impl ServerSettings {

@@ -416,6 +416,38 @@ async fn a_config_file_and_baton_environment_variables_are_honoured() {
     assert_eq!(server.get("/v1/api-keys", &key).await.status(), 200, "answers on the configured port");
 }
 
+/// The `THP_enabled` line of the process's `/proc/PID/status`: "1" when the kernel may back its
+/// memory with transparent huge pages, "0" when the process turned them off.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("a THP_enabled line");
+    line["THP_enabled:".len()..].trim().to_string()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_keeps_transparent_huge_pages_off_unless_configured_on() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let on_port = free_port();
+    let mut on = baton();
+    on.arg("serve")
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{on_port}"))
+        .arg("--data-dir")
+        .arg(dir.path().join("on"))
+        .env("BATON_SERVER__TRANSPARENT_HUGE_PAGES", "true");
+
+    // Act
+    let default = ServerProcess::start(&dir.path().join("default")).await;
+    let configured_on = ServerProcess::launch(on, on_port).await;
+
+    // Assert
+    assert_eq!(thp_enabled(default.pid()), "0", "the default turns them off for the process");
+    assert_eq!(thp_enabled(configured_on.pid()), "1", "server.transparent_huge_pages = true leaves them on");
+}
+
 #[tokio::test]
 async fn help_is_available_for_the_binary_and_serve() {
     // Arrange
