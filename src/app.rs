@@ -356,7 +356,6 @@ fn spawn_sweeper(
     })
 }
 
-/// Logs each request at debug level (method, path, status, time); free when debug is off.
 /// Lets the kernel back the process's heap with transparent huge pages, or not
 /// (`server.transparent_huge_pages`). mimalloc asks for them on its arenas, and the first touch
 /// of each such page zeroes 2 MiB at once: on a virtual machine that held the conversation
@@ -371,6 +370,7 @@ fn set_transparent_huge_pages(allowed: bool) {
     let _ = allowed;
 }
 
+/// Logs each request at debug level (method, path, status, time); free when debug is off.
 async fn log_request(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
