@@ -34,6 +34,14 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// `baton serve --addr 127.0.0.1:PORT --data-dir DATA_DIR` on a free port, and that port.
+pub(crate) fn serve_command(data_dir: &Path) -> (Command, u16) {
+    let port = free_port();
+    let mut command = baton();
+    command.arg("serve").arg("--addr").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data_dir);
+    (command, port)
+}
+
 /// The admin key a first start wrote to `data_dir/admin.key`.
 pub(crate) fn admin_key_file(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("admin.key")).expect("admin.key").trim().to_string()
@@ -53,9 +61,7 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     /// `baton serve --addr 127.0.0.1:PORT --data-dir DATA_DIR`, ready to answer.
     pub(crate) async fn start(data_dir: &Path) -> Self {
-        let port = free_port();
-        let mut command = baton();
-        command.arg("serve").arg("--addr").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data_dir);
+        let (command, port) = serve_command(data_dir);
         Self::launch(command, port).await
     }
 
@@ -430,14 +436,8 @@ fn thp_enabled(pid: u32) -> String {
 async fn the_server_keeps_transparent_huge_pages_off_unless_configured_on() {
     // Arrange
     let dir = tempfile::tempdir().unwrap();
-    let on_port = free_port();
-    let mut on = baton();
-    on.arg("serve")
-        .arg("--addr")
-        .arg(format!("127.0.0.1:{on_port}"))
-        .arg("--data-dir")
-        .arg(dir.path().join("on"))
-        .env("BATON_SERVER__TRANSPARENT_HUGE_PAGES", "true");
+    let (mut on, on_port) = serve_command(&dir.path().join("on"));
+    on.env("BATON_SERVER__TRANSPARENT_HUGE_PAGES", "true");
 
     // Act
     let default = ServerProcess::start(&dir.path().join("default")).await;
@@ -556,8 +556,7 @@ async fn baton_load_ends_when_its_duration_ends_not_at_the_next_progress_line() 
 
 /// `baton serve` on `data_dir` (a free port), run to its end.
 async fn serve_to_end(data_dir: &Path) -> Output {
-    let mut command = baton();
-    command.arg("serve").arg("--addr").arg(format!("127.0.0.1:{}", free_port())).arg("--data-dir").arg(data_dir);
+    let (command, _) = serve_command(data_dir);
     run_to_end(command).await
 }
 
@@ -704,14 +703,8 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     let receiver = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut command = baton();
+    let (mut command, port) = serve_command(&dir.path().join("data"));
     command
-        .arg("serve")
-        .arg("--addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
         .env("RUST_LOG", "trace")
         .env("BATON_LOG__LEVEL", "trace")
         .env("BATON_AI__OPENAI__API_KEY", &ai_key)
@@ -827,14 +820,8 @@ async fn shutdown_keeps_its_deadline_with_a_webhook_hanging_and_leaves_the_rest_
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let start = |data_dir: &Path| {
-        let port = free_port();
-        let mut command = baton();
+        let (mut command, port) = serve_command(data_dir);
         command
-            .arg("serve")
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
             .env("BATON_WEBHOOKS__ALLOW_PRIVATE_NETWORKS", "true")
             .env("BATON_WEBHOOKS__TIMEOUT_MS", "120000")
             .env("BATON_WEBHOOKS__SHUTDOWN_GRACE_SECS", "1")
