@@ -15,6 +15,7 @@
 //! message is handled by a fresh actor rebuilt from the store. Other conversations, on this
 //! arbiter thread or any other, never notice.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use actix::fut::{self, ActorFutureExt, WrapFuture};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use sled::LeafHint;
 
 use crate::botconfig::BotConfig;
 use crate::engine::flow::{self, FetchOutcome, FetchRequest, Progress};
@@ -313,6 +315,8 @@ pub struct ConversationActor {
     session: Option<Box<Session>>,
     /// Its newest turns' provider ids, read from the store when first needed.
     recent: Option<RecentProviderIds>,
+    /// The leaf of sled's message tree its last message went to (see `ConversationWrite`).
+    leaf_hint: Cell<LeafHint>,
     /// When the last message was handled, for passivation.
     last_active: Instant,
     /// Set once the actor decided to stop; later messages are bounced to a fresh actor.
@@ -683,6 +687,7 @@ impl ConversationActor {
             conversation,
             session,
             recent: None,
+            leaf_hint: Default::default(),
             last_active: Instant::now(),
             passivated: false,
             ai_token: 0,
@@ -924,6 +929,7 @@ impl ConversationActor {
             transfer: turn.transfer.as_ref(),
             deliveries: &deliveries,
             leaving_window,
+            leaf_hint: Some(&self.leaf_hint),
         })?;
         if let (Some((provider_message_id, seq)), Some(recent)) = (first, self.recent.as_mut()) {
             recent.remember(provider_message_id.as_deref(), seq);

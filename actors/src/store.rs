@@ -12,6 +12,7 @@ pub mod keys;
 pub mod recent;
 mod turns;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Transactional, Tree};
+use sled::{LeafHint, Transactional, Tree};
 
 pub use commit::{CommitStats, CommitTicket, GroupCommit};
 use keys::{join, millis, u64_be};
@@ -149,6 +150,9 @@ pub struct ConversationWrite<'a> {
     pub transfer: Option<&'a Transfer>,
     /// Outbound calls this turn causes, queued in the outbox atomically with it.
     pub deliveries: &'a [Delivery],
+    /// Where this conversation's last message went in sled's message tree: a turn that writes
+    /// only its messages starts there instead of descending from the root.
+    pub leaf_hint: Option<&'a Cell<LeafHint>>,
 }
 
 #[derive(Debug)]
@@ -836,7 +840,11 @@ impl Store {
         }
         if let (true, Some((key, record))) = (only_messages, &turn) {
             let _writer = self.exclusive();
-            t.messages.insert(key.as_slice(), record.as_slice())?;
+            let mut leaf = write.leaf_hint.map_or_else(LeafHint::default, Cell::get);
+            t.messages.insert_hinted(key.as_slice(), record.as_slice(), &mut leaf)?;
+            if let Some(hint) = write.leaf_hint {
+                hint.set(leaf);
+            }
             return Ok(self.ticket());
         }
         let conversation = write.conversation.map(|c| encode(c).map(|bytes| (c, bytes))).transpose()?;

@@ -86,6 +86,14 @@ impl IntoIterator for &'_ Tree {
 #[derive(Clone)]
 pub struct Tree(pub(crate) Arc<TreeInner>);
 
+/// baton: where `Tree::insert_hinted` put its last key: the leaf's page id, and the page
+/// cache's count of freed pages when that leaf was found. The default names no leaf.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LeafHint {
+    pid: Option<PageId>,
+    frees: u64,
+}
+
 #[allow(clippy::module_name_repetitions)]
 pub struct TreeInner {
     pub(crate) tree_id: IVec,
@@ -168,11 +176,84 @@ impl Tree {
         }
     }
 
+    /// baton: `insert` that first tries the leaf the previous insert through `hint` went to,
+    /// instead of descending from the root, and remembers the leaf this one went to. The leaf
+    /// is used only if no page was freed since (so its page id still names it), it is a leaf
+    /// that is neither merging nor due to split, and its bounds hold the key; otherwise the
+    /// insert descends as `insert` does. Keys that follow each other (one conversation's
+    /// messages) mostly land in the same leaf.
+    pub fn insert_hinted<K, V>(
+        &self,
+        key: K,
+        value: V,
+        hint: &mut LeafHint,
+    ) -> Result<Option<IVec>>
+    where
+        K: AsRef<[u8]>,
+        V: Into<IVec>,
+    {
+        let value = value.into();
+        let mut guard = pin();
+        let _cc = concurrency_control::read();
+        loop {
+            if let Ok(res) = self.insert_inner_hinted(
+                key.as_ref(),
+                Some(value.clone()),
+                &mut guard,
+                Some(&mut *hint),
+            )? {
+                return Ok(res);
+            }
+        }
+    }
+
+    /// baton: how many pages the page cache has freed since it opened (leaves and index
+    /// nodes merged away, halves of failed splits); for tests of `insert_hinted`.
+    #[doc(hidden)]
+    pub fn pages_freed(&self) -> u64 {
+        self.context.pagecache.frees.load(SeqCst)
+    }
+
+    /// baton: the leaf `hint` names, if it may take `key` (see `insert_hinted`).
+    fn hinted_leaf<'g>(
+        &self,
+        key: &[u8],
+        hint: &LeafHint,
+        frees: u64,
+        guard: &'g Guard,
+    ) -> Result<Option<View<'g>>> {
+        let pid = match hint.pid {
+            Some(pid) if hint.frees == frees => pid,
+            _ => return Ok(None),
+        };
+        let view = match self.view_for_pid(pid, guard)? {
+            Some(view) => view,
+            None => return Ok(None),
+        };
+        let usable = !view.data.is_index()
+            && view.merging_child.is_none()
+            && !view.merging
+            && key >= view.lo.as_ref()
+            && (view.hi.is_empty() || key < view.hi.as_ref())
+            && !view.should_split();
+        Ok(if usable { Some(view) } else { None })
+    }
+
     pub(crate) fn insert_inner(
+        &self,
+        key: &[u8],
+        value: Option<IVec>,
+        guard: &mut Guard,
+    ) -> Result<Conflictable<Option<IVec>>> {
+        self.insert_inner_hinted(key, value, guard, None)
+    }
+
+    fn insert_inner_hinted(
         &self,
         key: &[u8],
         mut value: Option<IVec>,
         guard: &mut Guard,
+        mut hint: Option<&mut LeafHint>,
     ) -> Result<Conflictable<Option<IVec>>> {
         let _measure = if value.is_some() {
             Measure::new(&M.tree_set)
@@ -180,8 +261,16 @@ impl Tree {
             Measure::new(&M.tree_del)
         };
 
-        let View { node_view, pid, .. } =
-            self.view_for_key(key.as_ref(), guard)?;
+        // baton: read before the leaf is found; a free after this read makes the hint stale.
+        let frees = self.context.pagecache.frees.load(SeqCst);
+        let hinted = match hint.as_deref() {
+            Some(hint) => self.hinted_leaf(key, hint, frees, guard)?,
+            None => None,
+        };
+        let View { node_view, pid, .. } = match hinted {
+            Some(view) => view,
+            None => self.view_for_key(key.as_ref(), guard)?,
+        };
 
         let mut subscriber_reservation = self.subscribers.reserve(&key);
 
@@ -207,6 +296,9 @@ impl Tree {
 
         if link.is_ok() {
             // success
+            if let Some(hint) = hint.as_deref_mut() {
+                *hint = LeafHint { pid: Some(pid), frees };
+            }
             if let Some(res) = subscriber_reservation.take() {
                 let event = if let Some(value) = value.take() {
                     subscriber::Event::Insert {

@@ -521,6 +521,9 @@ pub struct PageCache {
     started_from_lsn: Option<Lsn>,
     /// baton: set once `start` completed; a page cache dropped before has no snapshot to write.
     started: bool,
+    /// baton: pages freed so far. A leaf remembered by `Tree::insert_hinted` is used again only
+    /// while this has not moved: until a page is freed, no page id can name another node.
+    pub(crate) frees: AtomicU64,
 }
 
 unsafe impl Send for PageCache {}
@@ -744,6 +747,7 @@ impl PageCache {
             was_recovered: false,
             started_from_lsn: snapshot.stable_lsn,
             started: false,
+            frees: AtomicU64::new(0),
         };
 
         // now we read it back in
@@ -1054,6 +1058,9 @@ impl PageCache {
             self.cas_page(pid, old, Update::Free, false, guard)?;
 
         if new_pointer.is_ok() {
+            // baton: before the pid can reach the free list (the deferral below), so a
+            // hint taken before this free is never trusted with the pid's next node.
+            self.frees.fetch_add(1, SeqCst);
             let free = self.free.clone();
             guard.defer(move || {
                 let mut free = free.lock();
