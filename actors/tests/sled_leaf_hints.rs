@@ -8,10 +8,13 @@
 //! old ones, so leaves split, merge and are freed, and freed page ids are reused by later
 //! splits, on two threads at once and with a cache small enough that pages are evicted.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::copy_dir;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sled::LeafHint;
@@ -126,17 +129,4 @@ fn a_hint_from_another_key_range_only_costs_a_descent() {
         .chain((0..500).map(|seq| (key(0, seq), value(0, seq))))
         .collect();
     assert_holds(&tree, &expected, "after mixing ranges");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

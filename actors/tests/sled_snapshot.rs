@@ -7,10 +7,13 @@
 //! of the directory taken before each clean close (a crash image, which has no shutdown
 //! snapshot) must recover the same data by replaying the log, as sled always did.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use common::copy_dir;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -117,19 +120,6 @@ fn snapshot_lsn(path: &Path) -> Option<i64> {
         .filter_map(|entry| entry.unwrap().file_name().into_string().ok())
         .filter_map(|name| name.strip_prefix("snap.").and_then(|hex| i64::from_str_radix(hex, 16).ok()))
         .max()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]
