@@ -163,17 +163,8 @@ impl Tree {
         K: AsRef<[u8]>,
         V: Into<IVec>,
     {
-        let value = value.into();
-        let mut guard = pin();
-        let _cc = concurrency_control::read();
-        loop {
-            trace!("setting key {:?}", key.as_ref());
-            if let Ok(res) =
-                self.insert_inner(key.as_ref(), Some(value.clone()), &mut guard)?
-            {
-                return Ok(res);
-            }
-        }
+        // baton: the loop is `insert_with`'s, shared with `insert_hinted`.
+        self.insert_with(key.as_ref(), value.into(), None)
     }
 
     /// baton: `insert` that first tries the leaf the previous insert through `hint` went to,
@@ -192,15 +183,26 @@ impl Tree {
         K: AsRef<[u8]>,
         V: Into<IVec>,
     {
-        let value = value.into();
+        self.insert_with(key.as_ref(), value.into(), Some(hint))
+    }
+
+    /// baton: `insert`'s loop, retrying until the insert is not beaten by a concurrent change,
+    /// through `hint` when there is one.
+    fn insert_with(
+        &self,
+        key: &[u8],
+        value: IVec,
+        mut hint: Option<&mut LeafHint>,
+    ) -> Result<Option<IVec>> {
         let mut guard = pin();
         let _cc = concurrency_control::read();
         loop {
+            trace!("setting key {:?}", key);
             if let Ok(res) = self.insert_inner_hinted(
-                key.as_ref(),
+                key,
                 Some(value.clone()),
                 &mut guard,
-                Some(&mut *hint),
+                hint.as_deref_mut(),
             )? {
                 return Ok(res);
             }
