@@ -130,3 +130,35 @@ fn a_hint_from_another_key_range_only_costs_a_descent() {
         .collect();
     assert_holds(&tree, &expected, "after mixing ranges");
 }
+
+/// A leaf that appends through hints find due to split is split where the next append goes
+/// (`PATCHES.md`), so a conversation's messages fill a leaf before the next one is started;
+/// halved, every leaf an append went to was left half empty. What a user would notice: more
+/// leaves for the same messages, each costing memory while cached and a rewrite of two leaves
+/// and their parent whenever it split.
+#[test]
+fn appends_through_hints_fill_the_leaves_that_halving_left_half_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let hinted = db.open_tree("hinted").unwrap();
+    let plain = db.open_tree("plain").unwrap();
+    let conversations = 200u32;
+    let mut hints = vec![LeafHint::default(); conversations as usize];
+    let mut expected = BTreeMap::new();
+    for seq in 0..100 {
+        for conversation in 0..conversations {
+            let hint = &mut hints[conversation as usize];
+            hinted.insert_hinted(key(conversation, seq), value(conversation, seq), hint).unwrap();
+            plain.insert(key(conversation, seq), value(conversation, seq)).unwrap();
+            expected.insert(key(conversation, seq), value(conversation, seq));
+        }
+    }
+    assert_holds(&hinted, &expected, "appended through hints");
+    assert_holds(&plain, &expected, "appended without hints");
+    let (hinted_leaves, plain_leaves) = (hinted.leaf_count().unwrap(), plain.leaf_count().unwrap());
+    assert!(
+        hinted_leaves * 100 <= plain_leaves * 85,
+        "appends through hints left fuller leaves: {hinted_leaves} against {plain_leaves} for {} messages",
+        expected.len()
+    );
+}

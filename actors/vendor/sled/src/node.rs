@@ -190,18 +190,21 @@ impl Node {
         true
     }
 
-    pub(crate) fn split(mut self) -> (Node, Node) {
+    /// baton: splits the node in two; a leaf at the place `append` (a key an append is about
+    /// to insert) goes, when given and in bounds, instead of in the middle (see
+    /// `leaf_split_point`).
+    pub(crate) fn split(mut self, append: Option<&[u8]>) -> (Node, Node) {
         fn split_inner<T>(
             keys: &mut Vec<IVec>,
             values: &mut Vec<T>,
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
+            split_point: usize,
         ) -> (IVec, u8, Vec<IVec>, Vec<T>)
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -268,10 +271,12 @@ impl Node {
             )
         }
 
+        let leaf_split_point = self.leaf_split_point(append);
         let prefixed_lo = &self.lo[..self.prefix_len as usize];
         let prefixed_hi = &self.hi;
         let (split, right_prefix_len, right_data) = match self.data {
             Data::Index(ref mut index) => {
+                let split_point = index.keys.len() / 2 + 1;
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
                         &mut index.keys,
@@ -279,6 +284,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
+                        split_point,
                     );
 
                 (
@@ -291,6 +297,8 @@ impl Node {
                 )
             }
             Data::Leaf(ref mut leaf) => {
+                let split_point =
+                    leaf_split_point.unwrap_or(leaf.keys.len() / 2 + 1);
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
                         &mut leaf.keys,
@@ -298,6 +306,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
+                        split_point,
                     );
 
                 (
@@ -639,15 +648,46 @@ impl Node {
         size_checks && safety_checks
     }
 
-    pub(crate) fn should_merge(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
+    /// baton: where a leaf about to take `append` splits: at the index that key goes to, so
+    /// the keys before it stay together and the appends that follow it fill one leaf, but
+    /// with at least a merge threshold's worth of entries on each side, so neither half is
+    /// merged away at once. `None` (the middle) for an index node, without a key, or for a key
+    /// outside the node's bounds.
+    ///
+    /// Appends spread over runs of keys (one conversation's messages after another's) fill
+    /// leaves nearly to the split threshold this way, where halving them left every leaf an
+    /// append went to half empty, to split again after half as many appends.
+    fn leaf_split_point(&self, append: Option<&[u8]>) -> Option<usize> {
+        let key = append?;
+        let leaf = self.data.leaf_ref()?;
+        let in_bounds = key >= self.lo.as_ref()
+            && (self.hi.is_empty() || key < self.hi.as_ref());
+        let min_side = Self::merge_threshold(false);
+        let len = leaf.keys.len();
+        if !in_bounds || len < 2 * min_side.max(1) {
+            return None;
+        }
+        let suffix = &key[self.prefix_len as usize..];
+        let at = match leaf.keys.binary_search_by(|k| fastcmp(k, suffix)) {
+            Ok(at) | Err(at) => at,
+        };
+        Some(at.clamp(min_side.max(1), len - min_side.max(1)))
+    }
+
+    /// baton: a node with fewer entries than this is merged into its left sibling.
+    fn merge_threshold(index: bool) -> usize {
+        if cfg!(any(test, feature = "lock_free_delays")) {
             1
-        } else if self.data.is_index() {
+        } else if index {
             // baton: 16, not 64, below the split threshold's halves (PATCHES.md)
             16
         } else {
             4
-        };
+        }
+    }
+
+    pub(crate) fn should_merge(&self) -> bool {
+        let threshold = Self::merge_threshold(self.data.is_index());
 
         let size_checks = self.data.len() < threshold;
         let safety_checks = self.merging_child.is_none() && !self.merging;

@@ -216,6 +216,23 @@ impl Tree {
         self.context.pagecache.frees.load(SeqCst)
     }
 
+    /// baton: how many leaves the tree has, walked from the first to the last; for tests of
+    /// how full appends leave them.
+    #[doc(hidden)]
+    pub fn leaf_count(&self) -> Result<usize> {
+        let guard = pin();
+        let mut view = self.view_for_key(b"", &guard)?;
+        let mut count = 1;
+        while let Some(next) = view.next {
+            view = match self.view_for_pid(next.get(), &guard)? {
+                Some(view) => view,
+                None => break,
+            };
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// baton: the leaf `hint` names, if it may take `key` (see `insert_hinted`).
     fn hinted_leaf<'g>(
         &self,
@@ -271,7 +288,7 @@ impl Tree {
         };
         let View { node_view, pid, .. } = match hinted {
             Some(view) => view,
-            None => self.view_for_key(key.as_ref(), guard)?,
+            None => self.view_for_key_with(key, guard, hint.is_some())?,
         };
 
         let mut subscriber_reservation = self.subscribers.reserve(&key);
@@ -1547,10 +1564,11 @@ impl Tree {
         parent_view: &Option<View<'g>>,
         root_pid: PageId,
         guard: &'g Guard,
+        append: Option<&[u8]>,
     ) -> Result<()> {
         trace!("splitting node {}", view.pid);
         // split node
-        let (mut lhs, rhs) = view.deref().clone().split();
+        let (mut lhs, rhs) = view.deref().clone().split(append);
         let rhs_lo = rhs.lo.clone();
 
         // install right side
@@ -1701,6 +1719,21 @@ impl Tree {
     where
         K: AsRef<[u8]>,
     {
+        self.view_for_key_with(key, guard, false)
+    }
+
+    /// baton: `view_for_key`; when `appending` (the key is an append through a `LeafHint`),
+    /// a leaf met on the way that is due to split is split where the key goes (see
+    /// `Node::split`), not in the middle.
+    fn view_for_key_with<'g, K>(
+        &self,
+        key: K,
+        guard: &'g Guard,
+        appending: bool,
+    ) -> Result<View<'g>>
+    where
+        K: AsRef<[u8]>,
+    {
         #[cfg(any(test, feature = "lock_free_delays"))]
         const MAX_LOOPS: usize = usize::max_value();
 
@@ -1765,7 +1798,8 @@ impl Tree {
             }
 
             if view.should_split() {
-                self.split_node(&view, &parent_view, root_pid, guard)?;
+                let append = if appending { Some(key.as_ref()) } else { None };
+                self.split_node(&view, &parent_view, root_pid, guard, append)?;
                 retry!();
             }
 
