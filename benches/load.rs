@@ -10,7 +10,7 @@
 //! (`storage.segment_cleaning_ms`; 0 = sled's segment cleaning off), `LOAD_CACHE_MIB`
 //! (`storage.cache_capacity_bytes` in MiB), `LOAD_WORKERS` and `LOAD_ARBITERS` (baton's
 //! threads; default its own), `LOAD_BARE_WORKERS` (the bare handler's; default actix's own, one
-//! per core).
+//! per core), `LOAD_BATCH=0` (baton's threads without `SCHED_BATCH`, `server.batch_scheduling`).
 //! `cargo bench --bench load -- --test` runs a tiny version as a smoke test.
 //! `benches/curves.sh` runs it across connections, conversations and open-loop rates.
 //!
@@ -60,6 +60,8 @@ struct Options {
     cleaning_ms: Option<u64>,
     /// sled's cache, MiB (`LOAD_CACHE_MIB`; default baton's).
     cache_mib: Option<u64>,
+    /// `server.batch_scheduling` (`LOAD_BATCH=0` turns it off; default baton's).
+    batch_scheduling: Option<bool>,
     /// `--test`: a smoke run of a fraction of a second.
     smoke: bool,
 }
@@ -80,6 +82,7 @@ impl Options {
             bare_workers: optional("LOAD_BARE_WORKERS")?.map(|n| n as usize),
             cleaning_ms: optional("LOAD_CLEANING_MS")?.map(|n| n as u64),
             cache_mib: optional("LOAD_CACHE_MIB")?.map(|n| n as u64),
+            batch_scheduling: var("LOAD_BATCH").map(|v| v.trim() != "0"),
             smoke,
         })
     }
@@ -116,6 +119,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(mib) = options.cache_mib {
         settings.storage.cache_capacity_bytes = mib << 20;
+    }
+    if let Some(batch) = options.batch_scheduling {
+        settings.server.batch_scheduling = batch;
     }
     // The logging `baton serve` installs, at its level: spans and events cost what they cost there.
     baton::telemetry::init(&settings.log.level);

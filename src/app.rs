@@ -102,6 +102,10 @@ impl Application {
     /// Opens everything and binds the listener. Must run inside an actix System.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         set_transparent_huge_pages(settings.server.transparent_huge_pages);
+        if settings.server.batch_scheduling {
+            // Before any thread is started: each inherits the policy.
+            set_batch_scheduling();
+        }
         let data_dir = settings.storage.data_dir.clone();
         let store = open_store(&settings)?;
         let bootstrap_key = bootstrap_admin_key(&store, &data_dir).await?;
@@ -368,6 +372,18 @@ fn set_transparent_huge_pages(allowed: bool) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = allowed;
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (`server.batch_scheduling`); the threads it
+/// starts afterwards inherit it. A batch thread that is woken does not preempt the running one:
+/// it runs when that one blocks or its turn ends. Every hop of a handled message (HTTP worker,
+/// arbiter, group committer) wakes the next thread, which would otherwise preempt the thread
+/// that woke it just before that one finished its own part.
+fn set_batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = uapi::sched_setscheduler(0, uapi::c::SCHED_BATCH, &uapi::c::sched_param { sched_priority: 0 }) {
+        tracing::warn!(%error, "could not run baton's threads under SCHED_BATCH");
+    }
 }
 
 /// Logs each request at debug level (method, path, status, time); free when debug is off.

@@ -55,6 +55,9 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Whether the kernel may back the process's heap with transparent huge pages (Linux).
     pub transparent_huge_pages: bool,
+    /// Whether the server's threads run under `SCHED_BATCH` (Linux): woken, they wait for the
+    /// running thread's turn to end instead of preempting it.
+    pub batch_scheduling: bool,
 }
 
 impl ServerSettings {

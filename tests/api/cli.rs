@@ -448,6 +448,50 @@ async fn the_server_keeps_transparent_huge_pages_off_unless_configured_on() {
     assert_eq!(thp_enabled(configured_on.pid()), "1", "server.transparent_huge_pages = true leaves them on");
 }
 
+/// Each thread of process `pid`, by name, with its scheduling policy (field 41 of
+/// `/proc/PID/task/TID/stat`: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/PID/task");
+    tasks
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.expect("a task").path().join("stat")).expect("read its stat");
+            // The name is in parentheses and may hold spaces: fields are counted after it.
+            let (head, rest) = stat.rsplit_once(") ").expect("a stat line");
+            let name = head.split_once(" (").expect("a name").1.to_string();
+            let policy = rest.split_whitespace().nth(41 - 3).expect("a policy field").parse().expect("a number");
+            (name, policy)
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_runs_its_threads_under_sched_batch_unless_configured_off() {
+    // Arrange
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut off, off_port) = serve_command(&dir.path().join("off"));
+    off.env("BATON_SERVER__BATCH_SCHEDULING", "false");
+
+    // Act
+    let default = ServerProcess::start(&dir.path().join("default")).await;
+    let configured_off = ServerProcess::launch(off, off_port).await;
+    let (batch, normal) = (thread_policies(default.pid()), thread_policies(configured_off.pid()));
+
+    // Assert
+    for role in ["baton-committer", "actix-rt|system", "actix-server"] {
+        assert!(batch.iter().any(|(name, _)| name.starts_with(role)), "a {role} thread among {batch:?}");
+    }
+    assert!(batch.iter().all(|(_, policy)| *policy == SCHED_BATCH), "every thread batch by default: {batch:?}");
+    assert!(
+        normal.iter().all(|(_, policy)| *policy == SCHED_OTHER),
+        "server.batch_scheduling = false leaves the policy the server was started with: {normal:?}"
+    );
+    assert_eq!(default.get("/healthz", "").await.status(), 200, "it serves under SCHED_BATCH");
+}
+
 #[tokio::test]
 async fn help_is_available_for_the_binary_and_serve() {
     // Arrange
