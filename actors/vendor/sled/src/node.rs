@@ -662,16 +662,17 @@ impl Node {
         let leaf = self.data.leaf_ref()?;
         let in_bounds = key >= self.lo.as_ref()
             && (self.hi.is_empty() || key < self.hi.as_ref());
-        let min_side = Self::merge_threshold(false);
+        // Each side keeps at least one entry, even where nothing is merged (tests).
+        let min_side = Self::merge_threshold(false).max(1);
         let len = leaf.keys.len();
-        if !in_bounds || len < 2 * min_side.max(1) {
+        if !in_bounds || len < 2 * min_side {
             return None;
         }
         let suffix = &key[self.prefix_len as usize..];
         let at = match leaf.keys.binary_search_by(|k| fastcmp(k, suffix)) {
             Ok(at) | Err(at) => at,
         };
-        Some(at.clamp(min_side.max(1), len - min_side.max(1)))
+        Some(at.clamp(min_side, len - min_side))
     }
 
     /// baton: a node with fewer entries than this is merged into its left sibling.
