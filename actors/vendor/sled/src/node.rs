@@ -660,12 +660,10 @@ impl Node {
     fn leaf_split_point(&self, append: Option<&[u8]>) -> Option<usize> {
         let key = append?;
         let leaf = self.data.leaf_ref()?;
-        let in_bounds = key >= self.lo.as_ref()
-            && (self.hi.is_empty() || key < self.hi.as_ref());
         // Each side keeps at least one entry, even where nothing is merged (tests).
         let min_side = Self::merge_threshold(false).max(1);
         let len = leaf.keys.len();
-        if !in_bounds || len < 2 * min_side {
+        if !self.holds(key) || len < 2 * min_side {
             return None;
         }
         let suffix = &key[self.prefix_len as usize..];
@@ -673,6 +671,11 @@ impl Node {
             Ok(at) | Err(at) => at,
         };
         Some(at.clamp(min_side, len - min_side))
+    }
+
+    /// baton: whether `key` is within the node's bounds, `lo` included, `hi` (if any) not.
+    pub(crate) fn holds(&self, key: &[u8]) -> bool {
+        key >= self.lo.as_ref() && (self.hi.is_empty() || key < self.hi.as_ref())
     }
 
     /// baton: a node with fewer entries than this is merged into its left sibling.

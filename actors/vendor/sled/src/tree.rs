@@ -252,8 +252,7 @@ impl Tree {
         let usable = !view.data.is_index()
             && view.merging_child.is_none()
             && !view.merging
-            && key >= view.lo.as_ref()
-            && (view.hi.is_empty() || key < view.hi.as_ref())
+            && view.holds(key)
             && !view.should_split();
         Ok(if usable { Some(view) } else { None })
     }
