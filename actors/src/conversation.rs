@@ -127,6 +127,17 @@ pub struct Handled {
     pub ai_reply: Option<tokio::sync::oneshot::Receiver<Option<AiReplied>>>,
 }
 
+/// [`HandleIncoming`] answered on `reply` once what the turn wrote is durable
+/// ([`crate::registry::Registry::handle_durably`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct HandleDurably {
+    pub incoming: HandleIncoming,
+    pub reply: tokio::sync::oneshot::Sender<Result<Handled, ConversationError>>,
+    /// Counts this message in the mailbox bound until its turn ends, not until it is durable.
+    pub in_flight: crate::registry::InFlight,
+}
+
 /// An AI reply accepted into the conversation.
 #[derive(Debug, Clone)]
 pub struct AiReplied {
@@ -744,8 +755,16 @@ impl ConversationActor {
     fn guarded_turn<T: 'static>(
         start: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, ConversationError>> + 'static,
     ) -> AtomicResponse<Self, Result<T, ConversationError>> {
+        AtomicResponse::new(Box::pin(Self::guarded_future(start)))
+    }
+
+    /// The future of [`ConversationActor::guarded_turn`], for a handler that does more with
+    /// the turn's result than return it.
+    fn guarded_future<T: 'static>(
+        start: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, ConversationError>> + 'static,
+    ) -> Guarded<T> {
         let turn = fut::ready(()).then(move |(), actor: &mut Self, _ctx| start(actor));
-        AtomicResponse::new(Box::pin(Guarded { turn: Some(Box::pin(turn)) }))
+        Guarded { turn: Some(Box::pin(turn)) }
     }
 
     /// After a step: a store error may have left this actor's memory ahead of or behind the
@@ -1452,6 +1471,27 @@ impl Handler<HandleIncoming> for ConversationActor {
 
     fn handle(&mut self, msg: HandleIncoming, _ctx: &mut Self::Context) -> Self::Result {
         Self::guarded_turn(move |actor| actor.run_incoming(msg))
+    }
+}
+
+impl Handler<HandleDurably> for ConversationActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: HandleDurably, _ctx: &mut Self::Context) -> Self::Result {
+        let HandleDurably { incoming, reply, in_flight } = msg;
+        let turn = Self::guarded_future(move |actor| actor.run_incoming(incoming));
+        AtomicResponse::new(Box::pin(turn.map(move |result, actor: &mut Self, _ctx| {
+            drop(in_flight);
+            match result {
+                Ok(handled) => actor.store.when_durable(handled.ticket, move |durable| {
+                    // The request may have gone (its client hung up); the turn stands.
+                    let _ = reply.send(durable.map(|()| handled).map_err(ConversationError::from));
+                }),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        })))
     }
 }
 

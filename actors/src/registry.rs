@@ -20,7 +20,7 @@ use actix::prelude::*;
 use futures_util::StreamExt as _;
 
 use crate::botconfig::{BotConfig, BotConfigs};
-use crate::conversation::{ConversationActor, ConversationError, Drain};
+use crate::conversation::{ConversationActor, ConversationError, Drain, HandleDurably, HandleIncoming, Handled};
 use crate::events::EventBus;
 use crate::model::{ChatbotId, ConversationId};
 use crate::store::Store;
@@ -124,7 +124,7 @@ pub struct Services {
 }
 
 /// Decrements a conversation's in-flight count however the request ends (also if dropped).
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -244,6 +244,16 @@ impl Registry {
         }
     }
 
+    /// Counts a request into the conversation's mailbox, or answers that it is full.
+    fn admit(&self, entry: &Entry) -> Result<InFlight, ConversationError> {
+        if entry.in_flight.fetch_add(1, Ordering::AcqRel) >= self.inner.config.mailbox_capacity {
+            entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.inner.stats.mailbox_full.fetch_add(1, Ordering::Relaxed);
+            return Err(ConversationError::Overloaded);
+        }
+        Ok(InFlight(Arc::clone(&entry.in_flight)))
+    }
+
     /// Sends `msg` to the conversation's actor and waits for its answer.
     pub async fn send<M, T>(&self, id: ConversationId, msg: M) -> Result<T, ConversationError>
     where
@@ -254,18 +264,32 @@ impl Registry {
     {
         for _ in 0..SEND_ATTEMPTS {
             let entry = self.entry(id);
-            if entry.in_flight.fetch_add(1, Ordering::AcqRel) >= self.inner.config.mailbox_capacity {
-                entry.in_flight.fetch_sub(1, Ordering::AcqRel);
-                self.inner.stats.mailbox_full.fetch_add(1, Ordering::Relaxed);
-                return Err(ConversationError::Overloaded);
-            }
-            let _in_flight = InFlight(Arc::clone(&entry.in_flight));
+            let _in_flight = self.admit(&entry)?;
             match entry.addr.send(msg.clone()).await {
                 Ok(Err(ConversationError::Passivated)) | Err(MailboxError::Closed) => {
                     self.forget(id, entry.generation);
                 }
                 Ok(result) => return result,
                 Err(MailboxError::Timeout) => return Err(ConversationError::Unavailable),
+            }
+        }
+        Err(ConversationError::Unavailable)
+    }
+
+    /// Hands a provider's message to its conversation and waits for the answer, which comes
+    /// only once what the turn wrote is on disk: the group committer delivers it after its
+    /// round (see [`Store::when_durable`]). The request's thread is woken once, by the
+    /// committer, where [`Registry::send`] and then [`Store::durable`] wake it twice.
+    pub async fn handle_durably(&self, id: ConversationId, msg: HandleIncoming) -> Result<Handled, ConversationError> {
+        for _ in 0..SEND_ATTEMPTS {
+            let entry = self.entry(id);
+            let in_flight = self.admit(&entry)?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            // Bounded by `in_flight` above; a closed mailbox drops the message and its `reply`.
+            entry.addr.do_send(HandleDurably { incoming: msg.clone(), reply, in_flight });
+            match answer.await {
+                Ok(Err(ConversationError::Passivated)) | Err(_) => self.forget(id, entry.generation),
+                Ok(result) => return result,
             }
         }
         Err(ConversationError::Unavailable)

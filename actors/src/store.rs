@@ -459,6 +459,11 @@ impl Store {
         self.inner.commit.durable(ticket).await
     }
 
+    /// Runs `callback` once `ticket` is on disk (see [`GroupCommit::when_durable`]).
+    pub fn when_durable(&self, ticket: CommitTicket, callback: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
+        self.inner.commit.when_durable(ticket, Box::new(callback));
+    }
+
     /// A ticket covering everything applied so far.
     pub fn ticket_for_all(&self) -> CommitTicket {
         self.ticket()

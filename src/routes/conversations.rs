@@ -246,9 +246,11 @@ async fn handle_message(
     let ai_wait = Duration::from_millis(
         state.settings.ai.timeout_ms + bot.chatbot.settings.ai_debounce_ms + AI_WAIT_MARGIN.as_millis() as u64,
     );
-    let handled =
-        state.registry.send(conversation_id, HandleIncoming { bot, origin, message, deliver_replies }).await?;
-    state.store.durable(handled.ticket).await?;
+    // Answered once durable: the group committer hands the answer over.
+    let handled = state
+        .registry
+        .handle_durably(conversation_id, HandleIncoming { bot, origin, message, deliver_replies })
+        .await?;
     let mut outcome = handled.outcome;
     if let Some(waiting) = handled.ai_reply {
         // `None` (or no answer in time) means a newer message or a human took over first.

@@ -10,6 +10,11 @@
 //! cache nor persists a grown file's size; `fdatasync` does both, and skips the journal
 //! commit a full `fsync` would make for the file's modification time.
 //!
+//! A writer that cannot await (an actor answering a request) registers a callback instead,
+//! with [`GroupCommit::when_durable`]: the committer runs it after the round, so the answer
+//! goes to the waiting request from the committer, which wakes that request's thread once
+//! per round, instead of from the actor's thread first and the committer's again.
+//!
 //! A round that fails is retried, but the writers it was to cover are not left waiting for a
 //! disk that may never come back: they get the error at once (their request answers 503),
 //! and what they wrote becomes durable with the first round that succeeds.
@@ -64,6 +69,58 @@ struct Progress {
     failed: u64,
 }
 
+/// What [`GroupCommit::when_durable`] runs: with `Ok` once the ticket is on disk, or with the
+/// error of the round that was to cover it.
+pub type OnDurable = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The callbacks waiting for a round, and where the rounds stand, under one lock: a callback
+/// registered after the round that covers it sees that round's progress and runs at once.
+#[derive(Default)]
+struct Callbacks {
+    progress: Progress,
+    /// The committer has stopped: nothing will be covered any more.
+    closed: bool,
+    waiting: Vec<(u64, OnDurable)>,
+}
+
+impl Callbacks {
+    /// What a ticket's writer learns now, if anything.
+    fn outcome(&self, ticket: u64) -> Option<Result<(), StoreError>> {
+        if ticket <= self.progress.durable {
+            Some(Ok(()))
+        } else if ticket <= self.progress.failed {
+            Some(Err(flush_failed()))
+        } else if self.closed {
+            Some(Err(StoreError::Closed))
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("progress", &self.progress)
+            .field("closed", &self.closed)
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
+}
+
+impl Drop for Callbacks {
+    /// No callback is left uncalled: a dropped one would leave its request waiting forever.
+    fn drop(&mut self) {
+        for (_, callback) in self.waiting.drain(..) {
+            callback(Err(StoreError::Closed));
+        }
+    }
+}
+
+fn flush_failed() -> StoreError {
+    StoreError::Io(std::io::Error::other("the write could not be made durable: flushing the store failed"))
+}
+
 #[derive(Debug)]
 struct Shared {
     /// The newest ticket handed out.
@@ -75,6 +132,7 @@ struct Shared {
     /// then, so the writers of a busy round cost no `futex` call each.
     idle: AtomicBool,
     progress: watch::Sender<Progress>,
+    callbacks: Mutex<Callbacks>,
     stats: CommitStats,
     /// Injected fault: every flush fails while set (tests).
     failing: AtomicBool,
@@ -99,6 +157,7 @@ impl GroupCommit {
             signal: Condvar::new(),
             idle: AtomicBool::new(false),
             progress,
+            callbacks: Mutex::default(),
             stats: CommitStats::default(),
             failing: AtomicBool::new(false),
         });
@@ -141,7 +200,25 @@ impl GroupCommit {
         if progress.durable >= ticket.0 {
             Ok(())
         } else {
-            Err(StoreError::Io(std::io::Error::other("the write could not be made durable: flushing the store failed")))
+            Err(flush_failed())
+        }
+    }
+
+    /// Runs `callback` once `ticket` is on disk, or with the error of the flush round that was
+    /// to cover it: at once if that is known now, else on the committer's thread after the
+    /// round. It must be quick (it holds up the round's other writers), like sending on a
+    /// channel.
+    pub fn when_durable(&self, ticket: CommitTicket, callback: OnDurable) {
+        if !self.fsync || ticket == CommitTicket::NONE {
+            return callback(Ok(()));
+        }
+        let mut callbacks = self.shared.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+        match callbacks.outcome(ticket.0) {
+            Some(outcome) => {
+                drop(callbacks);
+                callback(outcome);
+            }
+            None => callbacks.waiting.push((ticket.0, callback)),
         }
     }
 
@@ -176,7 +253,8 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
             }
             shared.idle.store(false, Ordering::SeqCst);
             if *stopping && shared.issued.load(Ordering::SeqCst) <= covered {
-                return;
+                drop(stopping);
+                return settle(shared, None);
             }
         }
         // Every write with a ticket up to `target` was applied before its ticket was taken,
@@ -195,20 +273,47 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
                 stats.tickets.fetch_add(target - covered, Ordering::Relaxed);
                 stats.micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 covered = target;
-                shared.progress.send_replace(Progress { durable: covered, failed: 0 });
+                let progress = Progress { durable: covered, failed: 0 };
+                shared.progress.send_replace(progress);
+                settle(shared, Some(progress));
             }
             Err(error) => {
                 shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "store flush failed; retrying");
                 // The writers this round was for learn now; the retry still covers their writes.
-                shared.progress.send_replace(Progress { durable: covered, failed: target });
+                let progress = Progress { durable: covered, failed: target };
+                shared.progress.send_replace(progress);
+                settle(shared, Some(progress));
                 if *shared.wake.lock().unwrap_or_else(|e| e.into_inner()) {
                     // Shutting down: `Store::close` makes the last attempt and reports it.
-                    return;
+                    return settle(shared, None);
                 }
                 std::thread::sleep(RETRY_AFTER_FAILURE);
             }
         }
+    }
+}
+
+/// Records where the rounds stand (`None`: the committer stopped) and runs every callback
+/// that now knows its outcome, outside the lock.
+fn settle(shared: &Shared, progress: Option<Progress>) {
+    let mut ready = Vec::new();
+    {
+        let mut callbacks = shared.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+        match progress {
+            Some(progress) => callbacks.progress = progress,
+            None => callbacks.closed = true,
+        }
+        let mut index = 0;
+        while index < callbacks.waiting.len() {
+            match callbacks.outcome(callbacks.waiting[index].0) {
+                Some(outcome) => ready.push((callbacks.waiting.swap_remove(index).1, outcome)),
+                None => index += 1,
+            }
+        }
+    }
+    for (callback, outcome) in ready {
+        callback(outcome);
     }
 }
 
@@ -299,6 +404,82 @@ mod tests {
         assert_eq!(stats.tickets.load(std::sync::atomic::Ordering::Relaxed), 1_200, "each ticket covered once");
         assert!(stats.rounds.load(std::sync::atomic::Ordering::Relaxed) < 1_200, "rounds covered several writes");
         store.close().expect("closes");
+    }
+
+    /// Registers a callback for `ticket` and returns what it is called with.
+    fn when_durable(store: &Store, ticket: super::CommitTicket) -> std::sync::mpsc::Receiver<Result<(), String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.when_durable(ticket, move |outcome| {
+            let _ = tx.send(outcome.map_err(|e| e.to_string()));
+        });
+        rx
+    }
+
+    #[test]
+    fn a_callback_runs_once_its_write_is_durable_whether_registered_before_or_after_the_round() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let (_, first) = store.ensure_tenant("first").expect("applied");
+        let before = when_durable(&store, first);
+        assert_eq!(before.recv_timeout(Duration::from_secs(5)), Ok(Ok(())), "the committer ran it after the round");
+        assert!(store.commit_stats().rounds.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+        // Covered already: it runs at once, on this thread.
+        let after = when_durable(&store, first);
+        assert_eq!(after.try_recv(), Ok(Ok(())));
+        store.close().expect("closes");
+    }
+
+    #[test]
+    fn every_callback_of_many_writers_runs_exactly_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (store, tx) = (store.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let (_, ticket) = store.ensure_tenant(&format!("t{w}-{i}")).expect("applied");
+                        let tx = tx.clone();
+                        store.when_durable(ticket, move |outcome| tx.send((w, i, outcome.is_ok())).expect("open"));
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for writer in writers {
+            writer.join().expect("writer finished");
+        }
+        let mut seen: Vec<_> = rx.iter().take(1_200).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 1_200, "each callback ran, once");
+        assert!(seen.iter().all(|(_, _, ok)| *ok), "all durable");
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "none ran twice");
+        store.close().expect("closes");
+    }
+
+    #[test]
+    fn a_failed_round_fails_its_callbacks_and_a_closed_store_fails_new_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        store.faults().fail_durability(true);
+        let (_, written) = store.ensure_tenant("acme").expect("applied in memory");
+        let failed = when_durable(&store, written);
+        let outcome = failed.recv_timeout(Duration::from_secs(5)).expect("told, not left waiting");
+        assert!(outcome.as_ref().is_err_and(|e| e.contains("flushing the store failed")), "{outcome:?}");
+
+        store.faults().clear();
+        let later = store.ticket_for_all();
+        assert_eq!(when_durable(&store, later).recv_timeout(Duration::from_secs(5)), Ok(Ok(())));
+        assert_eq!(when_durable(&store, written).try_recv(), Ok(Ok(())), "the earlier write is covered too");
+
+        let handle = store.clone();
+        store.close().expect("closes");
+        let (_, unflushed) = handle.ensure_tenant("after").expect("applied in memory");
+        let closed = when_durable(&handle, unflushed);
+        assert!(closed.try_recv().is_ok_and(|o| o.is_err()), "a stopped committer fails it at once, not never");
     }
 
     #[tokio::test]
