@@ -129,7 +129,8 @@ struct Shared {
     wake: Mutex<bool>,
     signal: Condvar,
     /// Whether the committer is (about to be) waiting on `signal`: a writer wakes it only
-    /// then, so the writers of a busy round cost no `futex` call each.
+    /// then, and clears it, so the writers of a busy round and those that come while it wakes
+    /// up cost no `futex` call each.
     idle: AtomicBool,
     progress: watch::Sender<Progress>,
     callbacks: Mutex<Callbacks>,
@@ -180,8 +181,9 @@ impl GroupCommit {
         let ticket = self.shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
         // The committer marks itself idle before it checks `issued` (both SeqCst), so either
         // it sees this ticket or this sees it idle. Taking the lock orders the notify after
-        // its check.
-        if self.fsync && self.shared.idle.load(Ordering::SeqCst) {
+        // its check. Only the first writer to see it idle wakes it: the writers that come
+        // before it runs would each cost a `futex` call, and the wake-up of another core.
+        if self.fsync && self.shared.idle.swap(false, Ordering::SeqCst) {
             drop(self.shared.wake.lock().unwrap_or_else(|e| e.into_inner()));
             self.shared.signal.notify_one();
         }
@@ -247,8 +249,12 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
     loop {
         {
             let mut stopping = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
-            shared.idle.store(true, Ordering::SeqCst);
-            while shared.issued.load(Ordering::SeqCst) <= covered && !*stopping {
+            loop {
+                // Again after every wake-up: a writer that woke it cleared the flag.
+                shared.idle.store(true, Ordering::SeqCst);
+                if shared.issued.load(Ordering::SeqCst) > covered || *stopping {
+                    break;
+                }
                 stopping = shared.signal.wait(stopping).unwrap_or_else(|e| e.into_inner());
             }
             shared.idle.store(false, Ordering::SeqCst);
