@@ -10,10 +10,11 @@
 //! cache nor persists a grown file's size; `fdatasync` does both, and skips the journal
 //! commit a full `fsync` would make for the file's modification time.
 //!
-//! A writer that cannot await (an actor answering a request) registers a callback instead,
-//! with [`GroupCommit::when_durable`]: the committer runs it after the round, so the answer
-//! goes to the waiting request from the committer, which wakes that request's thread once
-//! per round, instead of from the actor's thread first and the committer's again.
+//! Both ways of waiting are one mechanism: [`GroupCommit::durable`] registers a callback with
+//! [`GroupCommit::when_durable`] and awaits it. A writer that cannot await (an actor answering
+//! a request) registers its own: the committer runs it after the round, so the answer goes to
+//! the waiting request from the committer, which wakes that request's thread once per round,
+//! instead of from the actor's thread first and the committer's again.
 //!
 //! A round that fails is retried, but the writers it was to cover are not left waiting for a
 //! disk that may never come back: they get the error at once (their request answers 503),
@@ -24,8 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
 
 use super::StoreError;
 
@@ -132,7 +131,6 @@ struct Shared {
     /// then, and clears it, so the writers of a busy round and those that come while it wakes
     /// up cost no `futex` call each.
     idle: AtomicBool,
-    progress: watch::Sender<Progress>,
     callbacks: Mutex<Callbacks>,
     stats: CommitStats,
     /// Injected fault: every flush fails while set (tests).
@@ -151,13 +149,11 @@ impl GroupCommit {
     /// Starts the committer thread for `db`, whose main file is `db_file`.
     /// With `fsync = false` writes count as durable at once (benchmarks of the cost only).
     pub fn start(db: sled::Db, db_file: File, fsync: bool) -> Result<Self, StoreError> {
-        let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             issued: AtomicU64::new(0),
             wake: Mutex::new(false),
             signal: Condvar::new(),
             idle: AtomicBool::new(false),
-            progress,
             callbacks: Mutex::default(),
             stats: CommitStats::default(),
             failing: AtomicBool::new(false),
@@ -193,17 +189,14 @@ impl GroupCommit {
     /// Resolves once `ticket` is on disk, or with the error of the flush round that was to
     /// cover it and failed (the write stays applied and is retried with the next round).
     pub async fn durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
-        if !self.fsync || ticket.0 <= self.shared.progress.borrow().durable {
-            return Ok(());
-        }
-        let mut rx = self.shared.progress.subscribe();
-        let progress =
-            *rx.wait_for(|p| p.durable >= ticket.0 || p.failed >= ticket.0).await.map_err(|_| StoreError::Closed)?;
-        if progress.durable >= ticket.0 {
-            Ok(())
-        } else {
-            Err(flush_failed())
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.when_durable(
+            ticket,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `callback` once `ticket` is on disk, or with the error of the flush round that was
@@ -279,17 +272,13 @@ fn run_committer(shared: &Shared, db: &sled::Db, db_file: &File) {
                 stats.tickets.fetch_add(target - covered, Ordering::Relaxed);
                 stats.micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 covered = target;
-                let progress = Progress { durable: covered, failed: 0 };
-                shared.progress.send_replace(progress);
-                settle(shared, Some(progress));
+                settle(shared, Some(Progress { durable: covered, failed: 0 }));
             }
             Err(error) => {
                 shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "store flush failed; retrying");
                 // The writers this round was for learn now; the retry still covers their writes.
-                let progress = Progress { durable: covered, failed: target };
-                shared.progress.send_replace(progress);
-                settle(shared, Some(progress));
+                settle(shared, Some(Progress { durable: covered, failed: target }));
                 if *shared.wake.lock().unwrap_or_else(|e| e.into_inner()) {
                     // Shutting down: `Store::close` makes the last attempt and reports it.
                     return settle(shared, None);
